@@ -83,9 +83,14 @@ class FrameDecoder:
         if end == len(self._buffer):
             self._buffer.clear()
             self._position = 0
-        else:
-            self._check_pending_header()
         return frame
+
+    def take_remaining(self) -> bytes:
+        """Remove and return every buffered byte (to hand over to a different decoder)."""
+        rest = bytes(self._buffer[self._position :])
+        self._buffer.clear()
+        self._position = 0
+        return rest
 
     def check_clean_end(self) -> None:
         """Call at end of stream: raises FrameError if a partial frame was left behind."""

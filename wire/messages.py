@@ -41,7 +41,7 @@ class ExtensionOffer(Record):
 class Hello(Record):
     """First message each side sends on the encrypted channel."""
 
-    protocol: int = attrs.field(metadata=spec(UInt(maximum=65535)))
+    protocol: int = attrs.field(metadata=spec(UInt(maximum=65535, minimum=1)))
     agent: str = attrs.field(metadata=spec(Text(max_bytes=64)))
     extensions: dict[str, ExtensionOffer] = attrs.field(
         metadata=spec(MapOf(EXTENSION_NAME, Nested(ExtensionOffer), max_items=MAX_EXTENSIONS))

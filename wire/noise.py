@@ -113,6 +113,9 @@ class CipherState:
             return ciphertext
         if self.nonce >= _MAX_NONCE:
             raise ChannelError("nonce space exhausted")
+        if len(ciphertext) < TAG_LEN:
+            # libsodium would reject it too, but pynacl reports that as a ValueError.
+            raise ChannelError(f"ciphertext of {len(ciphertext)} bytes is shorter than its tag")
         try:
             plaintext = sodium.crypto_aead_chacha20poly1305_ietf_decrypt(
                 ciphertext, associated_data, _nonce_bytes(self.nonce), self._key
