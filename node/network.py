@@ -3,7 +3,11 @@
 The node never calls `trio.open_tcp_stream`, `time.time()` or `random` directly. It is handed a
 `Network` at construction and asks it to dial, listen, bind a datagram socket, tell the time,
 draw random numbers and run blocking work. `node.realnet.TrioNetwork` implements it with real
-sockets; the simulator implements it with virtual hosts under a mock clock. Because both obey
+sockets; the simulator implements it with virtual hosts under a mock clock.
+
+Lifecycle: an implementation may need background tasks of its own (a WebSocket client's frame
+reader, the simulator's delivery loop), so a Network is an async context manager and is entered
+before use: `async with TrioNetwork() as network: ...`. Because both obey
 the same contract (checked by one conformance suite in the tests), the node code that runs in a
 simulation is the code that runs in production.
 """
@@ -13,7 +17,8 @@ from __future__ import annotations
 import ipaddress
 import random
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal, Protocol, TypeVar
+from types import TracebackType
+from typing import Any, Literal, Protocol, Self, TypeVar
 
 import attrs
 import trio
@@ -101,7 +106,8 @@ class DatagramEndpoint(Protocol):
     def local_address(self) -> HostPort: ...
 
     async def send(self, data: bytes, destination: HostPort) -> None:
-        """Send one datagram. Never blocks for long; on a full queue the datagram may be lost."""
+        """Send one datagram. Never blocks for long and never raises for network trouble: the
+        datagram is lost, as on a congested link. After `aclose`, raises ClosedResourceError."""
 
     async def receive(self) -> tuple[bytes, HostPort]:
         """Wait for the next datagram and its source."""
@@ -111,6 +117,15 @@ class DatagramEndpoint(Protocol):
 
 class Network(Protocol):
     """Everything the node needs from the outside world. See the module docstring."""
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None: ...
 
     @property
     def random(self) -> random.Random:
@@ -123,7 +138,8 @@ class Network(Protocol):
         """Monotonic seconds (Trio's clock, so MockClock drives it in simulation)."""
 
     async def open_stream(self, address: StreamAddress) -> trio.abc.Stream:
-        """Dial `address`. Raises OSError (or a subclass) if it cannot be reached."""
+        """Dial `address`, within a deadline of the implementation's choosing. Raises OSError
+        if it cannot be reached (a timeout is `TimeoutError`, also an OSError)."""
 
     async def serve_streams(
         self,
@@ -132,8 +148,10 @@ class Network(Protocol):
         *,
         task_status: trio.TaskStatus[StreamAddress] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Listen on `address`, report the bound address (real port if 0 was asked) through
-        `task_status.started`, and run `handler` for each accepted stream until cancelled."""
+        """Listen on `address` (a numeric host), report the bound address (the real port if 0
+        was asked) through `task_status.started`, and run `handler` for each accepted stream
+        until cancelled. A handler that raises is logged; the listener keeps serving. Failing
+        to bind raises OSError before `started`."""
 
     async def open_datagram_endpoint(self, address: HostPort) -> DatagramEndpoint:
         """Bind a datagram socket on `address` (port 0 picks one)."""

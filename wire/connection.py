@@ -39,15 +39,16 @@ from wire.extensions import NegotiatedExtension, make_offers, negotiate
 from wire.framing import FrameDecoder, encode_frame
 from wire.identity import IdentityProof, LocalIdentity, RemoteIdentity
 from wire.messages import (
+    CORE_MESSAGE_IDS,
     FIRST_EXTENSION_ID,
     LAST_MESSAGE_ID,
     PROTOCOL_VERSION,
+    CoreMessage,
     Goodbye,
     Hello,
     Ping,
     Pong,
     decode_core,
-    encode_core,
     is_known_core_id,
 )
 from wire.noise import MAX_MESSAGE_LEN, TAG_LEN, CipherState, HandshakeState, Pattern
@@ -160,7 +161,8 @@ class SecureConnection:
         self.close_reason: str | None = None
         self.skipped_messages = 0
         self._events: deque[Event] = deque()
-        self._outgoing = bytearray()
+        self._outgoing: list[bytes | bytearray] = []
+        self._outgoing_bytes = 0
         self._handshake: HandshakeState | None = None
         self._capability_key_index: int | None = None
         self._send_cipher: CipherState | None = None
@@ -246,9 +248,11 @@ class SecureConnection:
         if capability_key is not None:
             self._capability_key_index = 0
         message_1 = self._handshake.write_message(b"")
-        self._outgoing += _preamble(mode)
-        self._outgoing += encode_frame(
-            message_1, header_size=HANDSHAKE_HEADER_LEN, max_frame_size=MAX_MESSAGE_LEN
+        self._queue(_preamble(mode))
+        self._queue(
+            encode_frame(
+                message_1, header_size=HANDSHAKE_HEADER_LEN, max_frame_size=MAX_MESSAGE_LEN
+            )
         )
 
     # -- the public surface ---------------------------------------------------------------
@@ -256,15 +260,21 @@ class SecureConnection:
     @property
     def pending_bytes(self) -> int:
         """Bytes queued for the peer and not yet taken by `data_to_send()`."""
-        return len(self._outgoing)
+        return self._outgoing_bytes
 
     def data_to_send(self) -> bytes:
         """Everything queued for the peer since the last call."""
-        data = bytes(self._outgoing)
+        if not self._outgoing:
+            return b""
+        data = b"".join(self._outgoing)
         self._outgoing.clear()
-        if data:
-            self._sent_since_tick = True
+        self._outgoing_bytes = 0
+        self._sent_since_tick = True
         return data
+
+    def _queue(self, data: bytes | bytearray) -> None:
+        self._outgoing.append(data)
+        self._outgoing_bytes += len(data)
 
     def receive_data(self, data: bytes | bytearray) -> None:
         """Feed bytes from the peer; b"" means the stream ended. Raises ProtocolError."""
@@ -295,20 +305,20 @@ class SecureConnection:
             raise LocalProtocolError(f"extension {name!r} was not negotiated on this connection")
         if len(payload) > MAX_MESSAGE_BODY:
             raise LocalProtocolError(f"extension message of {len(payload)} bytes is too large")
-        self._send_frame(bytes([negotiated.send_id]) + payload)
+        self._send_message(negotiated.send_id, payload)
 
     def send_raw(self, message_id: int, body: bytes) -> None:
         """Queue a message by raw id, bypassing negotiation. For probing what a peer does with
         ids it never offered (a newer protocol's messages); normal code uses the helpers."""
         if not 0 <= message_id <= LAST_MESSAGE_ID:
             raise LocalProtocolError(f"message id {message_id} does not fit in a byte")
-        self._send_frame(bytes([message_id]) + body)
+        self._send_message(message_id, body)
 
     def ping(self) -> int:
         """Queue a Ping and return its nonce (the Pong carries it back)."""
         nonce = self._next_ping_nonce
         self._next_ping_nonce += 1
-        self._send_frame(encode_core(Ping(nonce=nonce)))
+        self._send_core(Ping(nonce=nonce))
         return nonce
 
     def close(self, reason: str) -> None:
@@ -318,7 +328,7 @@ class SecureConnection:
         if self._send_cipher is not None:
             text = reason.encode("utf-8")[:256].decode("utf-8", "ignore")
             text = "".join(char if char.isprintable() else "?" for char in text)
-            self._send_frame(encode_core(Goodbye(reason=text)), allow_in_failed=True)
+            self._send_core(Goodbye(reason=text), allow_in_failed=True)
         if self.state is not State.FAILED:
             self.state = State.CLOSED
             self.close_reason = reason
@@ -345,14 +355,28 @@ class SecureConnection:
             self.state = State.FAILED
             self.close_reason = reason
 
-    def _send_frame(self, plaintext: bytes, *, allow_in_failed: bool = False) -> None:
-        if self._send_cipher is None or (
-            self.state in (State.CLOSED, State.FAILED) and not allow_in_failed
-        ):
+    def _send_core(self, message: CoreMessage, *, allow_in_failed: bool = False) -> None:
+        self._send_message(
+            CORE_MESSAGE_IDS[type(message)],
+            pack_canonical(to_wire(message)),
+            allow_in_failed=allow_in_failed,
+        )
+
+    def _send_message(self, message_id: int, body: bytes, *, allow_in_failed: bool = False) -> None:
+        """Assemble [length][id][body][tag] in one buffer and encrypt it there: the body is
+        copied once, and nothing else is."""
+        cipher = self._send_cipher
+        if cipher is None or (self.state in (State.CLOSED, State.FAILED) and not allow_in_failed):
             raise LocalProtocolError(f"cannot send in state {self.state.value}")
-        ciphertext = self._send_cipher.encrypt_with_ad(b"", plaintext)
-        self._outgoing += len(ciphertext).to_bytes(TRANSPORT_HEADER_LEN, "big")
-        self._outgoing += ciphertext
+        plaintext_length = 1 + len(body)
+        frame = bytearray(TRANSPORT_HEADER_LEN + plaintext_length + TAG_LEN)
+        frame[:TRANSPORT_HEADER_LEN] = (plaintext_length + TAG_LEN).to_bytes(
+            TRANSPORT_HEADER_LEN, "big"
+        )
+        frame[TRANSPORT_HEADER_LEN] = message_id
+        frame[TRANSPORT_HEADER_LEN + 1 : TRANSPORT_HEADER_LEN + plaintext_length] = body
+        cipher.seal_in_place(frame, TRANSPORT_HEADER_LEN, plaintext_length)
+        self._queue(frame)
 
     def _handle_eof(self) -> None:
         if self.state is State.HANDSHAKING:
@@ -401,7 +425,7 @@ class SecureConnection:
             raise HandshakeError(f"unknown handshake mode {mode}")
         self._mode = mode
 
-    def _on_handshake_message(self, message: bytes) -> None:
+    def _on_handshake_message(self, message: bytes | bytearray) -> None:
         if self._handshake is None:
             self._handshake = self._read_first_message(message)
             self._write_handshake_message(pack_canonical(to_wire(self._identity.proof)))
@@ -417,9 +441,9 @@ class SecureConnection:
         self.state = State.AWAITING_HELLO
         assert self.remote is not None
         self._events.append(HandshakeCompleted(self.remote, self._capability_key_index))
-        self._send_frame(encode_core(self._hello))
+        self._send_core(self._hello)
 
-    def _read_first_message(self, message: bytes) -> HandshakeState:
+    def _read_first_message(self, message: bytes | bytearray) -> HandshakeState:
         """Responder: read message 1, finding the capability key by trial decryption."""
         if self._mode == MODE_OPEN:
             handshake = self._new_handshake(MODE_OPEN, None)
@@ -442,8 +466,8 @@ class SecureConnection:
     def _write_handshake_message(self, payload: bytes) -> None:
         assert self._handshake is not None
         message = self._handshake.write_message(payload)
-        self._outgoing += encode_frame(
-            message, header_size=HANDSHAKE_HEADER_LEN, max_frame_size=MAX_MESSAGE_LEN
+        self._queue(
+            encode_frame(message, header_size=HANDSHAKE_HEADER_LEN, max_frame_size=MAX_MESSAGE_LEN)
         )
 
     def _accept_proof(self, payload: bytes) -> None:
@@ -463,15 +487,16 @@ class SecureConnection:
         self.remote = remote
 
     def _process_transport_frames(self) -> None:
-        assert self._receive_cipher is not None
+        cipher = self._receive_cipher
+        assert cipher is not None
         while self.state in (State.AWAITING_HELLO, State.OPEN):
             frame = self._decoder.next_frame()
             if frame is None:
                 return
-            plaintext = self._receive_cipher.decrypt_with_ad(b"", frame)
-            if not plaintext:
+            length = cipher.open_in_place(frame)
+            if length == 0:
                 raise ChannelError("empty message")
-            self._on_message(plaintext[0], plaintext[1:])
+            self._on_message(frame[0], bytes(memoryview(frame)[1:length]))
 
     def _on_message(self, message_id: int, body: bytes) -> None:
         if message_id >= FIRST_EXTENSION_ID:
@@ -492,7 +517,7 @@ class SecureConnection:
         if isinstance(message, Hello):
             self._on_hello(message)
         elif isinstance(message, Ping):
-            self._send_frame(encode_core(Pong(nonce=message.nonce)))
+            self._send_core(Pong(nonce=message.nonce))
         elif isinstance(message, Pong):
             self._events.append(PongReceived(message.nonce))
         else:

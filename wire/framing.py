@@ -64,8 +64,10 @@ class FrameDecoder:
                     f"peer announced a frame of {length} bytes; the limit is {self._max_frame_size}"
                 )
 
-    def next_frame(self) -> bytes | None:
-        """Return the next complete frame's payload, or None if more bytes are needed."""
+    def next_frame(self) -> bytearray | None:
+        """Return the next complete frame's payload, or None if more bytes are needed.
+
+        The payload is a fresh bytearray the caller owns (the channel decrypts it in place)."""
         start = self._position
         header_end = start + self._header_size
         if len(self._buffer) < header_end:
@@ -78,7 +80,7 @@ class FrameDecoder:
         end = header_end + length
         if len(self._buffer) < end:
             return None
-        frame = bytes(self._buffer[header_end:end])
+        frame = self._buffer[header_end:end]
         self._position = end
         if end == len(self._buffer):
             self._buffer.clear()

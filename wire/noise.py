@@ -21,11 +21,12 @@ from typing import Final, Literal
 import nacl.bindings as sodium
 import nacl.exceptions
 
+from wire import aead
 from wire.errors import ChannelError, HandshakeError, LocalProtocolError
 
 DH_LEN: Final = 32
 HASH_LEN: Final = 64
-TAG_LEN: Final = 16
+TAG_LEN: Final = aead.TAG_LEN
 KEY_LEN: Final = 32
 MAX_MESSAGE_LEN: Final = 65535
 _MAX_NONCE: Final = (1 << 64) - 1  # reserved by the spec; reaching it means "rekey or stop"
@@ -99,33 +100,54 @@ class CipherState:
     def encrypt_with_ad(self, associated_data: bytes, plaintext: bytes) -> bytes:
         if self._key is None:
             return plaintext
-        if self.nonce >= _MAX_NONCE:
-            raise LocalProtocolError("nonce space exhausted; the channel must be re-established")
-        ciphertext = sodium.crypto_aead_chacha20poly1305_ietf_encrypt(
-            plaintext, associated_data, _nonce_bytes(self.nonce), self._key
-        )
-        self.nonce += 1
-        return ciphertext
+        buffer = bytearray(len(plaintext) + TAG_LEN)
+        buffer[: len(plaintext)] = plaintext
+        self.seal_in_place(buffer, 0, len(plaintext), associated_data)
+        return bytes(buffer)
 
     def decrypt_with_ad(self, associated_data: bytes, ciphertext: bytes) -> bytes:
         """Decrypt the next message. Raises ChannelError if it does not authenticate."""
         if self._key is None:
             return ciphertext
+        buffer = bytearray(ciphertext)
+        length = self.open_in_place(buffer, associated_data)
+        del buffer[length:]
+        return bytes(buffer)
+
+    def seal_in_place(
+        self, buffer: bytearray, start: int, length: int, associated_data: bytes = b""
+    ) -> None:
+        """Encrypt `buffer[start:start+length]` as the next message, tag written after it.
+
+        The transport uses this to encrypt a frame where it was assembled, without copies."""
+        if self._key is None:
+            raise LocalProtocolError("no key yet")
+        if self.nonce >= _MAX_NONCE:
+            raise LocalProtocolError("nonce space exhausted; the channel must be re-established")
+        aead.seal_in_place(
+            buffer, start, length, _nonce_bytes(self.nonce), self._key, associated_data
+        )
+        self.nonce += 1
+
+    def open_in_place(self, buffer: bytearray, associated_data: bytes = b"") -> int:
+        """Decrypt the next message (ciphertext + tag) in place; return the plaintext length.
+        Raises ChannelError if it does not authenticate."""
+        if self._key is None:
+            raise LocalProtocolError("no key yet")
         if self.nonce >= _MAX_NONCE:
             raise ChannelError("nonce space exhausted")
-        if len(ciphertext) < TAG_LEN:
-            # libsodium would reject it too, but pynacl reports that as a ValueError.
-            raise ChannelError(f"ciphertext of {len(ciphertext)} bytes is shorter than its tag")
+        if len(buffer) < TAG_LEN:
+            raise ChannelError(f"ciphertext of {len(buffer)} bytes is shorter than its tag")
         try:
-            plaintext = sodium.crypto_aead_chacha20poly1305_ietf_decrypt(
-                ciphertext, associated_data, _nonce_bytes(self.nonce), self._key
+            length = aead.open_in_place(
+                buffer, _nonce_bytes(self.nonce), self._key, associated_data
             )
         except nacl.exceptions.CryptoError as exc:
             raise ChannelError(
                 "frame failed authentication (tampered, replayed, reordered or dropped)"
             ) from exc
         self.nonce += 1
-        return plaintext
+        return length
 
 
 class SymmetricState:
@@ -230,26 +252,32 @@ class HandshakeState:
             raise LocalProtocolError("not this side's turn to write a handshake message")
         symmetric = self._symmetric
         out = bytearray()
-        for token in self._messages[self._message_index]:
-            if token == "e":
-                out += self._ephemeral_public
-                symmetric.mix_hash(self._ephemeral_public)
-                if self._uses_psk:
-                    symmetric.mix_key(self._ephemeral_public)
-            elif token == "s":
-                out += symmetric.encrypt_and_hash(self.static_public_key)
-            elif token == "psk":
-                assert self._psk is not None
-                symmetric.mix_key_and_hash(self._psk)
-            else:
-                symmetric.mix_key(self._dh_for(token))
-        out += symmetric.encrypt_and_hash(payload)
-        if len(out) > MAX_MESSAGE_LEN:
-            raise LocalProtocolError("handshake message exceeds 65535 bytes")
+        # Any failure below leaves the transcript half-advanced, so the state is dead after it
+        # (as after a failed read): a retry must not emit a message from a corrupted transcript.
+        try:
+            for token in self._messages[self._message_index]:
+                if token == "e":
+                    out += self._ephemeral_public
+                    symmetric.mix_hash(self._ephemeral_public)
+                    if self._uses_psk:
+                        symmetric.mix_key(self._ephemeral_public)
+                elif token == "s":
+                    out += symmetric.encrypt_and_hash(self.static_public_key)
+                elif token == "psk":
+                    assert self._psk is not None
+                    symmetric.mix_key_and_hash(self._psk)
+                else:
+                    symmetric.mix_key(self._dh_for(token))
+            out += symmetric.encrypt_and_hash(payload)
+            if len(out) > MAX_MESSAGE_LEN:
+                raise LocalProtocolError("handshake message exceeds 65535 bytes")
+        except (HandshakeError, LocalProtocolError):
+            self._failed = True
+            raise
         self._message_index += 1
         return bytes(out)
 
-    def read_message(self, message: bytes) -> bytes:
+    def read_message(self, message: bytes | bytearray) -> bytes:
         """Consume the peer's next handshake message and return its payload."""
         if self._failed or self.finished or self.is_my_turn_to_write():
             raise LocalProtocolError("not this side's turn to read a handshake message")
@@ -261,7 +289,7 @@ class HandshakeState:
         self._message_index += 1
         return payload
 
-    def _read_tokens(self, message: bytes) -> bytes:
+    def _read_tokens(self, message: bytes | bytearray) -> bytes:
         if len(message) > MAX_MESSAGE_LEN:
             raise HandshakeError("handshake message exceeds 65535 bytes")
         symmetric = self._symmetric

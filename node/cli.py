@@ -1,0 +1,229 @@
+"""The `kinswarm` command line.
+
+Every command takes `--data-dir` (else `KINSWARM_DATA_DIR`, else the platform default) and
+prints errors as one readable line with a non-zero exit status, never a traceback, unless
+`--debug` asks for one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import trio
+
+from node.datadir import (
+    DataDirError,
+    load_or_create_identity,
+    read_capability_key,
+    resolve_data_dir,
+)
+from node.network import StreamAddress, is_loopback
+from node.node import DEFAULT_TCP_LISTEN, DEFAULT_WS_LISTEN, Node, NodeConfig, NodeStartError
+from node.peer import PeerGone
+from node.realnet import TrioNetwork
+
+log = logging.getLogger("kinswarm.cli")
+
+CONNECT_TIMEOUT_SECONDS = 15.0
+
+
+class CommandError(Exception):
+    """A failure to report to the user as one line."""
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="node state directory (default: $KINSWARM_DATA_DIR or the platform data dir)",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+
+
+def _address(default_transport: str) -> type:
+    def parse(text: str) -> StreamAddress:
+        try:
+            return StreamAddress.parse(text, default_transport=default_transport)  # type: ignore[arg-type]
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from exc
+
+    return parse  # type: ignore[return-value]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kinswarm", description="A peer-to-peer node for sharing containers of files."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run a node in the foreground")
+    _add_common(run)
+    run.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        type=_address("tcp"),
+        action="append",
+        help=f"TCP listen address (default {DEFAULT_TCP_LISTEN.host}:"
+        f"{DEFAULT_TCP_LISTEN.port}); repeatable",
+    )
+    run.add_argument(
+        "--ws-listen",
+        metavar="HOST:PORT",
+        type=_address("ws"),
+        action="append",
+        help=f"WebSocket listen address (default {DEFAULT_WS_LISTEN.host}:"
+        f"{DEFAULT_WS_LISTEN.port}); repeatable",
+    )
+    run.add_argument("--no-tcp", action="store_true", help="do not listen on TCP")
+    run.add_argument("--no-ws", action="store_true", help="do not listen on WebSocket")
+    run.add_argument(
+        "--network-key-file",
+        metavar="FILE",
+        type=Path,
+        help="only talk to holders of this network capability key (64 hex digits)",
+    )
+    run.add_argument(
+        "--connect",
+        metavar="ADDRESS",
+        type=_address("tcp"),
+        action="append",
+        default=[],
+        help="dial this peer at start (repeatable)",
+    )
+
+    connect = commands.add_parser("connect", help="dial a node, authenticate, print its id")
+    _add_common(connect)
+    connect.add_argument("address", type=_address("tcp"), metavar="ADDRESS")
+    connect.add_argument("--network-key-file", metavar="FILE", type=Path)
+    connect.add_argument("--expect", metavar="NODE_ID", help="fail unless the peer has this id")
+
+    node_id = commands.add_parser("id", help="print this node's id (creating the identity)")
+    _add_common(node_id)
+    return parser
+
+
+def _configure_logging(verbosity: int) -> None:
+    level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+
+def _capability_keys(path: Path | None) -> tuple[bytes, ...]:
+    return () if path is None else (read_capability_key(path),)
+
+
+def command_id(args: argparse.Namespace) -> int:
+    identity = load_or_create_identity(resolve_data_dir(args.data_dir))
+    print(identity.node_id.hex())
+    return 0
+
+
+def _listen_addresses(args: argparse.Namespace) -> tuple[StreamAddress, ...]:
+    tcp = [] if args.no_tcp else (args.listen or [DEFAULT_TCP_LISTEN])
+    ws = [] if args.no_ws else (args.ws_listen or [DEFAULT_WS_LISTEN])
+    for address in [*tcp, *ws]:
+        if not is_loopback(address.host):
+            log.warning("listening on %s: reachable from other machines", address)
+    return (*tcp, *ws)
+
+
+async def _run_node(args: argparse.Namespace) -> int:
+    identity = load_or_create_identity(resolve_data_dir(args.data_dir))
+    keys = _capability_keys(args.network_key_file)
+    config = NodeConfig(listen=_listen_addresses(args), capability_keys=keys, allow_open=not keys)
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with TrioNetwork() as network, trio.open_nursery() as nursery:
+            node = Node(network=network, identity=identity, config=config)
+            bound = await nursery.start(node.run)
+            print(f"node id {identity.node_id.hex()}", flush=True)
+            for address in bound:
+                print(f"listening {address}", flush=True)
+            for address in args.connect:
+                nursery.start_soon(_dial_and_report, node, address)
+            async for signum in signals:
+                print(f"received {signal.Signals(signum).name}; shutting down", flush=True)
+                nursery.cancel_scope.cancel()
+                break
+    print("stopped", flush=True)
+    return 0
+
+
+async def _dial_and_report(node: Node, address: StreamAddress) -> None:
+    try:
+        with trio.fail_after(CONNECT_TIMEOUT_SECONDS):
+            peer = await node.connect(address)
+        print(f"connected {peer.node_id.hex()} at {address}", flush=True)
+    except (OSError, PeerGone, trio.TooSlowError) as exc:
+        print(f"could not connect to {address}: {_reason(exc)}", flush=True)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, PeerGone):
+        return exc.reason
+    if isinstance(exc, trio.TooSlowError):
+        return "timed out"
+    return str(exc) or type(exc).__name__
+
+
+async def _connect_once(args: argparse.Namespace) -> int:
+    identity = load_or_create_identity(resolve_data_dir(args.data_dir))
+    keys = _capability_keys(args.network_key_file)
+    expected = None
+    if args.expect:
+        try:
+            expected = bytes.fromhex(args.expect)
+        except ValueError as exc:
+            raise CommandError(f"--expect must be a hex node id: {exc}") from exc
+    config = NodeConfig(listen=(), capability_keys=keys, allow_open=not keys)
+    async with TrioNetwork() as network, trio.open_nursery() as nursery:
+        node = Node(network=network, identity=identity, config=config)
+        await nursery.start(node.run)
+        try:
+            with trio.fail_after(CONNECT_TIMEOUT_SECONDS):
+                peer = await node.connect(args.address, expected_node_id=expected)
+        except (OSError, PeerGone, trio.TooSlowError) as exc:
+            raise CommandError(f"could not connect to {args.address}: {_reason(exc)}") from exc
+        print(peer.node_id.hex(), flush=True)
+        await peer.aclose("done")
+        node.stop()
+    return 0
+
+
+def _user_error(error: BaseException) -> Exception | None:
+    """The error to show the user, looking inside Trio's exception groups; None if the
+    failure is a bug (which should keep its traceback)."""
+    if isinstance(error, CommandError | DataDirError | NodeStartError):
+        return error
+    if isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        return _user_error(error.exceptions[0])
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.verbose)
+    commands = {
+        "id": lambda: command_id(args),
+        "run": lambda: trio.run(_run_node, args),
+        "connect": lambda: trio.run(_connect_once, args),
+    }
+    try:
+        return commands[args.command]()
+    except KeyboardInterrupt:
+        return 130
+    except BaseException as error:
+        shown = _user_error(error)
+        if shown is None or args.debug:
+            raise
+        print(f"kinswarm {args.command}: {shown}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

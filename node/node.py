@@ -1,0 +1,267 @@
+"""The Node: one nursery tree that owns every task of a running kinswarm node.
+
+```
+Node.run                      (the root nursery; cancelling it stops everything)
+├── supervise("listen tcp://…")  → Network.serve_streams → one task per accepted connection
+├── supervise("listen ws://…")   → …
+├── supervise(<service>)         (DHT, swarm engine, … as later parts add them)
+└── peer connections we dialled  (PeerConnection.run: reader, writer, keepalive)
+```
+
+Every connection, incoming or outgoing, ends up in the peer table keyed by the remote node id.
+If two nodes dial each other at the same moment, both connections complete; both sides keep the
+one dialled by the node with the smaller id and close the other, so they agree without talking.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+import attrs
+import trio
+
+from node.network import HostPort, Network, StreamAddress
+from node.peer import ExtensionHandler, PeerConnection, PeerGone
+from node.supervisor import Service, supervise
+from wire.connection import SecureConnection
+from wire.identity import LocalIdentity
+
+log = logging.getLogger("kinswarm.node")
+
+AGENT: Final = "kinswarm/0.1"
+DEFAULT_TCP_LISTEN: Final = StreamAddress("tcp", "127.0.0.1", 7420)
+DEFAULT_WS_LISTEN: Final = StreamAddress("ws", "127.0.0.1", 7421)
+
+DISCONNECT_CALLBACK_SECONDS: Final = 5.0
+"""Disconnect callbacks run shielded (the node may be shutting down), so bound them."""
+
+
+class NodeStartError(Exception):
+    """The node could not start (a port is taken, a service failed to initialise)."""
+
+
+PeerCallback = Callable[[PeerConnection], Awaitable[None]]
+
+
+@attrs.frozen
+class NodeConfig:
+    listen: tuple[StreamAddress, ...] = (DEFAULT_TCP_LISTEN, DEFAULT_WS_LISTEN)
+    capability_keys: tuple[bytes, ...] = ()
+    """Network capability keys: we accept handshakes under any of them and dial with the
+    first. With keys and `allow_open` false, only key holders can talk to us at all."""
+    allow_open: bool = True
+    max_peers: int = 500
+    agent: str = AGENT
+
+
+class Node:
+    """A running node. Create it, then `await nursery.start(node.run)`."""
+
+    def __init__(self, *, network: Network, identity: LocalIdentity, config: NodeConfig) -> None:
+        self.network = network
+        self.identity = identity
+        self.config = config
+        self.peers: dict[bytes, PeerConnection] = {}
+        self.listen_addresses: list[StreamAddress] = []
+        self._extensions: dict[str, tuple[int, ExtensionHandler]] = {}
+        self._services: list[tuple[str, Service]] = []
+        self._on_connected: list[PeerCallback] = []
+        self._on_disconnected: list[PeerCallback] = []
+        self._nursery: trio.Nursery | None = None
+        self.service_crashes = 0
+
+    @property
+    def node_id(self) -> bytes:
+        return self.identity.node_id
+
+    # -- wiring (before run) ----------------------------------------------------------------
+
+    def register_extension(self, name: str, version: int, handler: ExtensionHandler) -> None:
+        """Speak extension `name` at `version` on every connection; `handler` gets its
+        messages. Register before `run()`."""
+        self._extensions[name] = (version, handler)
+
+    def add_service(self, name: str, service: Service) -> None:
+        """Run `service` under a supervisor in the node's nursery. Register before `run()`."""
+        self._services.append((name, service))
+
+    def on_peer_connected(self, callback: PeerCallback) -> None:
+        self._on_connected.append(callback)
+
+    def on_peer_disconnected(self, callback: PeerCallback) -> None:
+        self._on_disconnected.append(callback)
+
+    # -- running ----------------------------------------------------------------------------
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[list[StreamAddress]] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Listen, start the services, and run until cancelled. Reports the bound listen
+        addresses through `task_status`. A listener that cannot bind fails the start."""
+        startup_error: tuple[str, OSError] | None = None
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                try:
+                    for address in self.config.listen:
+                        what = f"listen on {address}"
+                        bound = await nursery.start(
+                            self._supervised, f"listen {address}", self._listener(address)
+                        )
+                        self.listen_addresses.append(bound)
+                    for name, service in self._services:
+                        what = f"start {name}"
+                        await nursery.start(self._supervised, name, service)
+                except OSError as error:
+                    # Raised after the nursery closes, so the caller gets it bare rather than
+                    # inside an exception group.
+                    startup_error = (what, error)
+                    nursery.cancel_scope.cancel()
+                else:
+                    log.info("node %s running", self.node_id.hex())
+                    task_status.started(list(self.listen_addresses))
+                    await trio.sleep_forever()  # until stop() or the caller cancels us
+        finally:
+            self._nursery = None
+        if startup_error is not None:
+            what, cause = startup_error
+            raise NodeStartError(f"cannot {what}: {cause.strerror or cause}") from cause
+
+    def stop(self) -> None:
+        """Cancel the node's nursery: every service and connection stops."""
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+
+    async def _supervised(
+        self, name: str, service: Service, *, task_status: trio.TaskStatus[object]
+    ) -> None:
+        await supervise(name, service, on_crash=self._count_crash, task_status=task_status)
+
+    def _count_crash(self, name: str, error: BaseException) -> None:
+        self.service_crashes += 1
+
+    def _listener(self, address: StreamAddress) -> Service:
+        async def serve(*, task_status: trio.TaskStatus[StreamAddress]) -> None:
+            await self.network.serve_streams(address, self._accept, task_status=task_status)
+
+        return serve
+
+    # -- connections ------------------------------------------------------------------------
+
+    def _core(self, *, initiator: bool, expected_node_id: bytes | None) -> SecureConnection:
+        extensions = {name: version for name, (version, _) in self._extensions.items()}
+        listen = [str(address) for address in self.listen_addresses]
+        ephemeral = self.network.crypto_random(32)
+        if initiator:
+            key = self.config.capability_keys[0] if self.config.capability_keys else None
+            return SecureConnection.initiator(
+                self.identity,
+                ephemeral_private_key=ephemeral,
+                extensions=extensions,
+                agent=self.config.agent,
+                listen=listen,
+                capability_key=key,
+                expected_remote_id=expected_node_id,
+            )
+        return SecureConnection.responder(
+            self.identity,
+            ephemeral_private_key=ephemeral,
+            extensions=extensions,
+            agent=self.config.agent,
+            listen=listen,
+            capability_keys=self.config.capability_keys,
+            allow_open=self.config.allow_open,
+        )
+
+    def _new_peer(
+        self, stream: trio.abc.Stream, address: str, *, initiator: bool, expected: bytes | None
+    ) -> PeerConnection:
+        peer = PeerConnection(
+            network=self.network,
+            stream=stream,
+            core=self._core(initiator=initiator, expected_node_id=expected),
+            remote_address=address,
+        )
+        for name, (_, handler) in self._extensions.items():
+            peer.set_extension_handler(name, handler)
+        return peer
+
+    async def _accept(self, stream: trio.abc.Stream, remote: HostPort) -> None:
+        """Listener handler: runs one incoming connection to its end."""
+        address = f"{remote[0]}:{remote[1]}"
+        if len(self.peers) >= self.config.max_peers:
+            log.info("refusing connection from %s: %d peers already", address, len(self.peers))
+            return
+        peer = self._new_peer(stream, address, initiator=False, expected=None)
+        try:
+            await peer.handshake()
+        except PeerGone as gone:
+            log.info("handshake with %s failed: %s", address, gone.reason)
+            return
+        await self._run_peer(peer)
+
+    async def connect(
+        self, address: StreamAddress, *, expected_node_id: bytes | None = None
+    ) -> PeerConnection:
+        """Dial `address`, authenticate, and run the connection in the node's nursery.
+
+        Returns the open connection (an existing one if we already have this peer). Raises
+        OSError if unreachable and PeerGone if the handshake fails."""
+        if self._nursery is None:
+            raise RuntimeError("the node is not running")
+        if expected_node_id is not None and expected_node_id in self.peers:
+            return self.peers[expected_node_id]
+        stream = await self.network.open_stream(address)
+        peer = self._new_peer(stream, str(address), initiator=True, expected=expected_node_id)
+        try:
+            await peer.handshake()
+        except BaseException:
+            await peer.aclose("handshake failed")
+            raise
+        existing = self.peers.get(peer.node_id)
+        if existing is not None and not self._keep_new(peer, existing):
+            await peer.aclose("duplicate connection")
+            return existing
+        await self._nursery.start(self._run_peer_started, peer)
+        return self.peers.get(peer.node_id, peer)
+
+    async def _run_peer_started(
+        self, peer: PeerConnection, *, task_status: trio.TaskStatus[None]
+    ) -> None:
+        await self._run_peer(peer, task_status=task_status)
+
+    def _keep_new(self, new: PeerConnection, existing: PeerConnection) -> bool:
+        """Of two connections to one node, keep the one dialled by the smaller node id."""
+        if not existing.is_open:
+            return True
+        smaller_is_us = self.node_id < new.node_id
+        return new.is_initiator == smaller_is_us
+
+    async def _run_peer(
+        self, peer: PeerConnection, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        node_id = peer.node_id
+        existing = self.peers.get(node_id)
+        if existing is not None:
+            if not self._keep_new(peer, existing):
+                task_status.started()
+                await peer.aclose("duplicate connection")
+                return
+            await existing.aclose("duplicate connection")
+        self.peers[node_id] = peer
+        log.info("connected to %s at %s", node_id.hex()[:16], peer.remote_address)
+        try:
+            for callback in self._on_connected:
+                await callback(peer)
+            task_status.started()
+            reason = await peer.run()
+            log.info("connection to %s ended: %s", node_id.hex()[:16], reason)
+        finally:
+            if self.peers.get(node_id) is peer:
+                del self.peers[node_id]
+            with trio.move_on_after(DISCONNECT_CALLBACK_SECONDS) as scope:
+                scope.shield = True
+                for callback in self._on_disconnected:
+                    await callback(peer)

@@ -1,0 +1,280 @@
+"""The Trio shell around one `wire.connection.SecureConnection`.
+
+`PeerConnection` owns a stream and the sans-IO core. It performs the handshake under a
+deadline, then runs three tasks in its own nursery: a reader that feeds received bytes to the
+core and dispatches events, a writer that sends whatever the core queued (coalescing many
+frames into one `send_all`), and a keepalive ticker. Whatever goes wrong with the peer (a
+`ProtocolError`, a broken stream, a timeout) ends this connection with a logged reason and
+never escapes to the node.
+
+Backpressure: senders append frames to the core's outgoing buffer and wait while more than
+`HIGH_WATER_BYTES` are queued, so a slow peer slows its senders instead of growing memory.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+import trio
+
+from node.network import Network
+from wire.connection import (
+    ConnectionClosed,
+    Event,
+    ExtensionMessage,
+    HandshakeCompleted,
+    HelloReceived,
+    PongReceived,
+    SecureConnection,
+    State,
+)
+from wire.errors import ProtocolError
+from wire.identity import RemoteIdentity
+from wire.messages import Hello
+
+log = logging.getLogger("kinswarm.peer")
+
+HANDSHAKE_TIMEOUT_SECONDS: Final = 10.0
+KEEPALIVE_INTERVAL_SECONDS: Final = 30.0
+RECEIVE_CHUNK_BYTES: Final = 256 * 1024
+HIGH_WATER_BYTES: Final = 1024 * 1024
+SEND_TIMEOUT_SECONDS: Final = 60.0
+"""A peer that accepts nothing for this long is gone, whatever TCP thinks."""
+CLOSE_TIMEOUT_SECONDS: Final = 1.0
+
+ExtensionHandler = Callable[["PeerConnection", bytes], Awaitable[None]]
+
+
+class PeerGone(Exception):
+    """The connection ended; `reason` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class PeerConnection:
+    """An authenticated, encrypted connection to one remote node."""
+
+    def __init__(
+        self,
+        *,
+        network: Network,
+        stream: trio.abc.Stream,
+        core: SecureConnection,
+        remote_address: str,
+    ) -> None:
+        self._network = network
+        self._stream = stream
+        self.core = core
+        self.remote_address = remote_address
+        self.remote: RemoteIdentity | None = None
+        self.hello: Hello | None = None
+        self.connected_at: float | None = None
+        self.close_reason: str | None = None
+        self.capability_key_index: int | None = None
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self.round_trip_seconds: float | None = None
+        self._ping_sent_at: dict[int, float] = {}
+        self._handlers: dict[str, ExtensionHandler] = {}
+        self._writer_wakeup = trio.Event()
+        self._drained = trio.Event()
+        self._open = trio.Event()
+        self._closed = trio.Event()
+        self._handshake_done = trio.Event()
+
+    @property
+    def is_initiator(self) -> bool:
+        return self.core.is_initiator
+
+    @property
+    def node_id(self) -> bytes:
+        if self.remote is None:
+            raise RuntimeError("the handshake has not completed")
+        return self.remote.node_id
+
+    @property
+    def is_open(self) -> bool:
+        return self.core.state is State.OPEN and not self._closed.is_set()
+
+    def set_extension_handler(self, name: str, handler: ExtensionHandler) -> None:
+        self._handlers[name] = handler
+
+    # -- running ----------------------------------------------------------------------------
+
+    async def handshake(self) -> RemoteIdentity:
+        """Run the handshake (and Hello exchange) under a deadline. Raises PeerGone."""
+        try:
+            with trio.fail_after(HANDSHAKE_TIMEOUT_SECONDS):
+                await self._flush()
+                while self.core.state is not State.OPEN:
+                    await self._receive_once()
+        except trio.TooSlowError:
+            await self._abort("handshake timed out")
+        assert self.remote is not None
+        self.connected_at = self._network.now()
+        return self.remote
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> str:
+        """Serve the open connection until it ends and return why. Nothing the peer does
+        makes this raise; cancelling it closes the connection."""
+        reason: str | None = None
+        try:
+            async with trio.open_nursery() as nursery:
+
+                async def until_gone(part: Callable[[], Awaitable[None]]) -> None:
+                    nonlocal reason
+                    try:
+                        await part()
+                    except PeerGone as gone:
+                        reason = reason or gone.reason
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(until_gone, self._reader)
+                nursery.start_soon(until_gone, self._writer)
+                nursery.start_soon(until_gone, self._keepalive)
+                task_status.started()
+        finally:
+            await self._close_stream()
+        return reason or self.close_reason or "closed"
+
+    async def send_extension(self, name: str, payload: bytes) -> None:
+        """Queue an extension message; waits while the peer is slow. Raises PeerGone."""
+        if not self.is_open:
+            raise PeerGone(self.close_reason or "connection is not open")
+        self.core.send_extension(name, payload)
+        self._writer_wakeup.set()
+        while self.core.pending_bytes > HIGH_WATER_BYTES and not self._closed.is_set():
+            await self._drained.wait()
+        if self._closed.is_set():
+            raise PeerGone(self.close_reason or "closed")
+
+    async def ping(self) -> None:
+        nonce = self.core.ping()
+        self._ping_sent_at[nonce] = self._network.now()
+        self._writer_wakeup.set()
+
+    async def aclose(self, reason: str) -> None:
+        """Say goodbye and close, within CLOSE_TIMEOUT_SECONDS."""
+        if self._closed.is_set():
+            return
+        self.core.close(reason)
+        self.close_reason = self.close_reason or reason
+        with trio.move_on_after(CLOSE_TIMEOUT_SECONDS):
+            await self._flush()
+        await self._close_stream()
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+
+    # -- internals --------------------------------------------------------------------------
+
+    async def _abort(self, reason: str) -> None:
+        """Close after an error (sending a Goodbye if the channel is up) and raise PeerGone."""
+        self.close_reason = self.close_reason or reason
+        self.core.close(reason)
+        with trio.move_on_after(CLOSE_TIMEOUT_SECONDS):
+            await self._flush()
+        await self._close_stream()
+        raise PeerGone(reason)
+
+    async def _close_stream(self) -> None:
+        if not self._closed.is_set():
+            self._closed.set()
+            self._drained.set()
+            self._writer_wakeup.set()
+            with trio.move_on_after(CLOSE_TIMEOUT_SECONDS) as scope:
+                scope.shield = True
+                await self._stream.aclose()
+
+    async def _flush(self) -> None:
+        data = self.core.data_to_send()
+        if data:
+            try:
+                with trio.fail_after(SEND_TIMEOUT_SECONDS):
+                    await self._stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                self.close_reason = self.close_reason or f"send failed: {exc}"
+                await self._close_stream()
+                raise PeerGone(self.close_reason) from exc
+            except trio.TooSlowError:
+                self.close_reason = self.close_reason or "peer stopped reading"
+                await self._close_stream()
+                raise PeerGone(self.close_reason) from None
+            self.bytes_sent += len(data)
+
+    async def _receive_once(self) -> None:
+        try:
+            data = await self._stream.receive_some(RECEIVE_CHUNK_BYTES)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            reason = self.close_reason or f"connection lost: {exc or type(exc).__name__}"
+            await self._close_stream()
+            raise PeerGone(reason) from exc
+        self.bytes_received += len(data)
+        try:
+            self.core.receive_data(data)
+        except ProtocolError as exc:
+            log.info("closing connection to %s: %s", self._describe(), exc)
+            await self._abort(str(exc))
+        while (event := self.core.next_event()) is not None:
+            await self._dispatch(event)
+        await self._flush()
+
+    async def _dispatch(self, event: Event) -> None:
+        if isinstance(event, HandshakeCompleted):
+            self.remote = event.remote
+            self.capability_key_index = event.capability_key_index
+        elif isinstance(event, HelloReceived):
+            self.hello = event.hello
+        elif isinstance(event, ExtensionMessage):
+            handler = self._handlers.get(event.name)
+            if handler is not None:
+                try:
+                    await handler(self, event.payload)
+                except PeerGone:
+                    raise
+                except ProtocolError as exc:
+                    log.info("closing connection to %s: %s", self._describe(), exc)
+                    await self._abort(str(exc))
+                except Exception:  # a bug in a handler: log it, drop this peer, keep the node
+                    log.exception(
+                        "extension %s failed on a message from %s", event.name, self._describe()
+                    )
+                    await self._abort(f"internal error handling {event.name}")
+        elif isinstance(event, PongReceived):
+            sent_at = self._ping_sent_at.pop(event.nonce, None)
+            if sent_at is not None:
+                self.round_trip_seconds = self._network.now() - sent_at
+        elif isinstance(event, ConnectionClosed):
+            self.close_reason = f"peer said goodbye: {event.reason}"
+            await self._close_stream()
+            raise PeerGone(self.close_reason)
+
+    async def _reader(self) -> None:
+        while True:
+            await self._receive_once()
+
+    async def _writer(self) -> None:
+        while True:
+            await self._writer_wakeup.wait()
+            self._writer_wakeup = trio.Event()
+            await self._flush()
+            self._drained.set()
+            self._drained = trio.Event()
+
+    async def _keepalive(self) -> None:
+        while True:
+            await trio.sleep(KEEPALIVE_INTERVAL_SECONDS)
+            try:
+                self.core.tick()
+            except ProtocolError as exc:
+                await self._abort(str(exc))
+            self._writer_wakeup.set()
+
+    def _describe(self) -> str:
+        if self.remote is not None:
+            return f"{self.remote.node_id.hex()[:16]}… at {self.remote_address}"
+        return self.remote_address
