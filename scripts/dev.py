@@ -3,7 +3,6 @@
 
     python3 scripts/dev.py test     # create .venv if needed, install, ruff, mypy, pytest
     python3 scripts/dev.py run ...  # create .venv if needed, install, run `kinswarm run ...`
-    python3 scripts/dev.py demo     # a local multi-node demo (see README)
     python3 scripts/dev.py bench    # the benchmarks under bench/
 
 The virtual environment is rebuilt when pyproject.toml changes (a hash stamp in .venv), so a
@@ -57,7 +56,7 @@ def tool(name: str) -> str:
 
 
 def main(argv: list[str]) -> None:
-    if not argv or argv[0] not in {"test", "run", "demo", "bench", "setup"}:
+    if not argv or argv[0] not in {"test", "run", "bench", "setup"}:
         sys.exit(__doc__)
     command, rest = argv[0], argv[1:]
     ensure_environment()
@@ -68,8 +67,6 @@ def main(argv: list[str]) -> None:
         run(tool("pytest"), "-q", *rest)
     elif command == "run":
         run(tool("kinswarm"), "run", *rest)
-    elif command == "demo":
-        run(str(python_in_venv()), "-m", "node.demo", *rest)
     elif command == "bench":
         for script in sorted((ROOT / "bench").glob("bench_*.py")):
             run(str(python_in_venv()), str(script), *rest)

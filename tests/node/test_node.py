@@ -222,3 +222,28 @@ async def test_stop_is_clean_and_quick() -> None:
         with trio.fail_after(1):
             b.stop()
             await wait_for(lambda: not a.peers)
+
+
+async def test_a_crashing_service_is_restarted_and_the_node_keeps_serving(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    runs = 0
+    recovered = trio.Event()
+
+    async def flaky(*, task_status: trio.TaskStatus[None]) -> None:
+        nonlocal runs
+        runs += 1
+        task_status.started()
+        if runs <= 2:
+            await trio.sleep(0.01)
+            raise RuntimeError(f"crash number {runs}")
+        recovered.set()
+        await trio.sleep_forever()
+
+    async with running("a", setup=lambda n: n.add_service("flaky", flaky)) as a, running("b") as b:
+        with trio.fail_after(5):
+            await recovered.wait()  # restarted after 0.5 s and 1 s of backoff
+        assert a.service_crashes == 2
+        assert "service flaky crashed" in caplog.text
+        peer = await b.connect(address_of(a, "tcp"))
+        assert peer.node_id == a.node_id

@@ -1,0 +1,198 @@
+"""PeerConnection (the Trio shell) over in-memory streams, with a man in the middle.
+
+Whatever the other end or the wire does, the connection ends with a reason and nothing escapes
+the connection task."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable
+
+import pytest
+import trio
+import trio.testing
+
+import node.peer
+from node.peer import PeerConnection, PeerGone
+from node.realnet import TrioNetwork
+from wire.connection import SecureConnection
+from wire.identity import LocalIdentity
+
+ALICE = LocalIdentity(hashlib.sha256(b"alice").digest())
+BOB = LocalIdentity(hashlib.sha256(b"bob").digest())
+KEY = hashlib.sha256(b"key").digest()
+Tamper = Callable[[int, bytes], list[bytes | None]]
+"""(chunk index, bytes) -> what to do, in order: bytes are forwarded, None cuts the stream."""
+
+
+def make_pair(
+    tamper_to_bob: Tamper | None = None,
+    *,
+    alice_key: bytes | None = None,
+    bob_keys: tuple[bytes, ...] = (),
+) -> tuple[PeerConnection, PeerConnection, Callable[[trio.Nursery], None]]:
+    network = TrioNetwork(seed=0)
+    alice_stream, alice_far = trio.testing.memory_stream_pair()
+    bob_stream, bob_far = trio.testing.memory_stream_pair()
+
+    async def relay(source: trio.abc.Stream, sink: trio.abc.Stream, tamper: Tamper | None) -> None:
+        index = 0
+        try:
+            while data := await source.receive_some(65536):
+                actions = tamper(index, data) if tamper else [data]
+                index += 1
+                for action in actions:
+                    if action is None:
+                        raise trio.ClosedResourceError
+                    await sink.send_all(action)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        await sink.aclose()
+        await source.aclose()
+
+    def start_relays(nursery: trio.Nursery) -> None:
+        nursery.start_soon(relay, alice_far, bob_far, tamper_to_bob)
+        nursery.start_soon(relay, bob_far, alice_far, None)
+
+    alice = PeerConnection(
+        network=network,
+        stream=alice_stream,
+        core=SecureConnection.initiator(
+            ALICE,
+            ephemeral_private_key=network.crypto_random(32),
+            extensions={"ks.test": 1},
+            capability_key=alice_key,
+        ),
+        remote_address="bob",
+    )
+    bob = PeerConnection(
+        network=network,
+        stream=bob_stream,
+        core=SecureConnection.responder(
+            BOB,
+            ephemeral_private_key=network.crypto_random(32),
+            extensions={"ks.test": 1},
+            capability_keys=bob_keys,
+            allow_open=not bob_keys,
+        ),
+        remote_address="alice",
+    )
+    return alice, bob, start_relays
+
+
+async def handshake_both(alice: PeerConnection, bob: PeerConnection) -> dict[str, object]:
+    outcome: dict[str, object] = {}
+
+    async def one(name: str, peer: PeerConnection) -> None:
+        try:
+            outcome[name] = await peer.handshake()
+        except PeerGone as gone:
+            outcome[name] = gone
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(one, "alice", alice)
+        nursery.start_soon(one, "bob", bob)
+    return outcome
+
+
+async def test_handshake_and_messages_over_memory_streams() -> None:
+    alice, bob, start_relays = make_pair()
+    got: list[bytes] = []
+    arrived = trio.Event()
+
+    async def on_test(peer: PeerConnection, payload: bytes) -> None:
+        got.append(payload)
+        arrived.set()
+
+    bob.set_extension_handler("ks.test", on_test)
+    async with trio.open_nursery() as nursery:
+        start_relays(nursery)
+        outcome = await handshake_both(alice, bob)
+        assert outcome["alice"].node_id == BOB.node_id  # type: ignore[attr-defined]
+        assert outcome["bob"].node_id == ALICE.node_id  # type: ignore[attr-defined]
+        nursery.start_soon(alice.run)
+        nursery.start_soon(bob.run)
+        await alice.send_extension("ks.test", b"hello")
+        with trio.fail_after(2):
+            await arrived.wait()
+        await alice.aclose("done")
+    assert got == [b"hello"]
+
+
+async def test_wrong_capability_key_fails_both_sides_with_reasons() -> None:
+    alice, bob, start_relays = make_pair(
+        alice_key=hashlib.sha256(b"wrong").digest(), bob_keys=(KEY,)
+    )
+    async with trio.open_nursery() as nursery:
+        start_relays(nursery)
+        outcome = await handshake_both(alice, bob)
+    assert isinstance(outcome["bob"], PeerGone)
+    assert "capability keys" in outcome["bob"].reason
+    assert isinstance(outcome["alice"], PeerGone)
+    assert alice.remote is None and bob.remote is None
+
+
+@pytest.mark.parametrize(
+    ("tamper", "reason"),
+    [
+        (lambda i, d: [d[:-1] + bytes([d[-1] ^ 1])] if i == 0 else [d], "authentication|handshake"),
+        (lambda i, d: [None], "during the handshake|connection lost"),
+        (lambda i, d: [d[:10], None], "during the handshake|connection lost"),
+        (lambda i, d: [d[:10]], "timed out"),  # half a message, then silence
+    ],
+    ids=["flipped-bit", "cut-at-once", "cut-mid-message", "stalled"],
+)
+async def test_damaged_handshake_fails_with_a_reason(
+    tamper: Tamper, reason: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(node.peer, "HANDSHAKE_TIMEOUT_SECONDS", 0.5)
+    alice, bob, start_relays = make_pair(tamper)
+    async with trio.open_nursery() as nursery:
+        start_relays(nursery)
+        outcome = await handshake_both(alice, bob)
+    failures = [o for o in outcome.values() if isinstance(o, PeerGone)]
+    assert failures, outcome
+    assert any(re.search(reason, f.reason) for f in failures), failures
+
+
+def after_handshake(change: Callable[[bytes], list[bytes | None]]) -> Tamper:
+    """Leave the handshake alone (chunks 0 and 1 from Alice), then apply `change`."""
+    return lambda index, data: [data] if index < 2 else change(data)
+
+
+@pytest.mark.parametrize(
+    ("change", "reason", "delivered"),
+    [
+        (lambda d: [d[:-1] + bytes([d[-1] ^ 0x80])], "failed authentication", 0),
+        (lambda d: [d, d], "failed authentication", 1),  # delivered once, the replay refused
+        (lambda d: [d[:-3], None], "inside a frame", 0),
+        (lambda d: [None], "truncated|without a goodbye|connection lost", 0),
+    ],
+    ids=["tampered", "replayed", "cut-mid-frame", "cut"],
+)
+async def test_damaged_session_ends_with_a_reason_and_nothing_escapes(
+    change: Callable[[bytes], list[bytes | None]], reason: str, delivered: int
+) -> None:
+    alice, bob, start_relays = make_pair(after_handshake(change))
+    received: list[bytes] = []
+
+    async def on_test(peer: PeerConnection, payload: bytes) -> None:
+        received.append(payload)
+
+    bob.set_extension_handler("ks.test", on_test)
+    reasons: dict[str, str] = {}
+
+    async def run(name: str, peer: PeerConnection) -> None:
+        reasons[name] = await peer.run()
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            start_relays(nursery)
+            await handshake_both(alice, bob)
+            nursery.start_soon(run, "alice", alice)
+            nursery.start_soon(run, "bob", bob)
+            await trio.sleep(0.05)  # let the Hello messages through untouched
+            await alice.send_extension("ks.test", b"important")
+    assert received == [b"important"] * delivered
+    assert re.search(reason, reasons["bob"]), reasons
