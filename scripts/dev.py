@@ -66,6 +66,9 @@ def main(argv: list[str]) -> None:
         run(tool("mypy"))
         run(tool("pytest"), "-q", *rest)
     elif command == "run":
+        # Become the node (on POSIX), so Ctrl-C and SIGTERM reach it directly.
+        if os.name == "posix":
+            os.execv(tool("kinswarm"), [tool("kinswarm"), "run", *rest])
         run(tool("kinswarm"), "run", *rest)
     elif command == "bench":
         for script in sorted((ROOT / "bench").glob("bench_*.py")):
