@@ -137,6 +137,10 @@ class Network(Protocol):
     def now(self) -> float:
         """Monotonic seconds (Trio's clock, so MockClock drives it in simulation)."""
 
+    def trace(self, event: str, *fields: int | str, size: int = 0) -> None:
+        """Record a protocol event (a message by type and size) in the simulation's trace,
+        whose digest proves a run reproducible. Real networks ignore it."""
+
     async def open_stream(self, address: StreamAddress) -> trio.abc.Stream:
         """Dial `address`, within a deadline of the implementation's choosing. Raises OSError
         if it cannot be reached (a timeout is `TimeoutError`, also an OSError)."""

@@ -230,6 +230,7 @@ class PeerConnection:
         elif isinstance(event, HelloReceived):
             self.hello = event.hello
         elif isinstance(event, ExtensionMessage):
+            self._network.trace("message", event.name, size=len(event.payload))
             handler = self._handlers.get(event.name)
             if handler is not None:
                 try:

@@ -411,6 +411,9 @@ class TrioNetwork:
     def now(self) -> float:
         return trio.current_time()
 
+    def trace(self, event: str, *fields: int | str, size: int = 0) -> None:
+        """Only simulations keep a trace; on real sockets this costs one call."""
+
     async def run_blocking(self, function: Callable[..., T], *args: Any) -> T:
         # abandon_on_cancel=False: the work (a SQLite write, a hash) finishes even if we are
         # cancelled, so no thread keeps touching state the caller believes is released.
