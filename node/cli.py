@@ -12,6 +12,7 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import trio
@@ -22,6 +23,7 @@ from node.datadir import (
     read_capability_key,
     resolve_data_dir,
 )
+from node.errors import UserError
 from node.network import StreamAddress, is_loopback
 from node.node import DEFAULT_TCP_LISTEN, DEFAULT_WS_LISTEN, Node, NodeConfig, NodeStartError
 from node.peer import PeerGone
@@ -30,9 +32,12 @@ from node.realnet import TrioNetwork
 log = logging.getLogger("kinswarm.cli")
 
 CONNECT_TIMEOUT_SECONDS = 15.0
+PLUGIN_GROUP = "kinswarm.commands"
+"""Entry points in this group add subcommands: `register(subparsers, add_common)`, setting
+`handler=function(args) -> exit status` on their parser (see `simulations.cli`)."""
 
 
-class CommandError(Exception):
+class CommandError(UserError):
     """A failure to report to the user as one line."""
 
 
@@ -105,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     node_id = commands.add_parser("id", help="print this node's id (creating the identity)")
     _add_common(node_id)
+    for entry_point in entry_points(group=PLUGIN_GROUP):
+        entry_point.load()(commands, _add_common)
     return parser
 
 
@@ -197,7 +204,7 @@ async def _connect_once(args: argparse.Namespace) -> int:
 def _user_error(error: BaseException) -> Exception | None:
     """The error to show the user, looking inside Trio's exception groups; None if the
     failure is a bug (which should keep its traceback)."""
-    if isinstance(error, CommandError | DataDirError | NodeStartError):
+    if isinstance(error, CommandError | DataDirError | NodeStartError | UserError):
         return error
     if isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
         return _user_error(error.exceptions[0])
@@ -214,6 +221,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "connect": lambda: trio.run(_connect_once, args),
     }
     try:
+        if args.command not in commands:
+            return int(args.handler(args))
         return commands[args.command]()
     except KeyboardInterrupt:
         return 130

@@ -13,6 +13,7 @@ Backpressure: senders append frames to the core's outgoing buffer and wait while
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Final
@@ -158,12 +159,13 @@ class PeerConnection:
         self._writer_wakeup.set()
 
     async def aclose(self, reason: str) -> None:
-        """Say goodbye and close, within CLOSE_TIMEOUT_SECONDS."""
+        """Say goodbye and close, within CLOSE_TIMEOUT_SECONDS. Never raises: if the goodbye
+        cannot be delivered (the peer is already gone), the connection is closed anyway."""
         if self._closed.is_set():
             return
         self.core.close(reason)
         self.close_reason = self.close_reason or reason
-        with trio.move_on_after(CLOSE_TIMEOUT_SECONDS):
+        with trio.move_on_after(CLOSE_TIMEOUT_SECONDS), contextlib.suppress(PeerGone):
             await self._flush()
         await self._close_stream()
 

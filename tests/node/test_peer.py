@@ -196,3 +196,16 @@ async def test_damaged_session_ends_with_a_reason_and_nothing_escapes(
             await alice.send_extension("ks.test", b"important")
     assert received == [b"important"] * delivered
     assert re.search(reason, reasons["bob"]), reasons
+
+
+async def test_aclose_never_raises_when_the_peer_is_already_gone() -> None:
+    alice, bob, start_relays = make_pair()
+    async with trio.open_nursery() as nursery:
+        start_relays(nursery)
+        await handshake_both(alice, bob)
+        nursery.start_soon(bob.run)
+        await bob.aclose("leaving")
+        await trio.sleep(0.05)
+        alice.core.send_extension("ks.test", b"x" * 100_000)  # queue, then close into a dead peer
+        await alice.aclose("duplicate connection")  # must not raise PeerGone
+        assert alice.close_reason == "duplicate connection"

@@ -138,10 +138,12 @@ async def test_latency_delays_every_byte_and_handshakes_cost_round_trips(
     world.config.latency = LatencyModel(80, 80, "fixed")  # 40 ms one way
     a, b = world.add_host(), world.add_host()
     arrived: list[float] = []
+    arrival = trio.Event()
 
     async def handler(stream: trio.abc.Stream, remote: HostPort) -> None:
         await receive_exactly(stream, 5)
         arrived.append(trio.current_time())
+        arrival.set()
 
     async with serving(HostNetwork(b), b.address, "tcp", handler) as address:
         started = trio.current_time()
@@ -150,8 +152,7 @@ async def test_latency_delays_every_byte_and_handshakes_cost_round_trips(
         sent = trio.current_time()
         await stream.send_all(b"hello")
         with trio.fail_after(1):
-            while not arrived:
-                await trio.sleep(0.001)
+            await arrival.wait()
         assert arrived[0] - sent == pytest.approx(0.040, abs=1e-6)
         await stream.aclose()
 

@@ -1,0 +1,5 @@
+"""Scenarios for `kinswarm sim`. Importing this package registers them all."""
+
+from simulations.scenarios import crash_restart, handshake_mesh
+
+__all__ = ["crash_restart", "handshake_mesh"]
