@@ -23,7 +23,7 @@ import attrs
 import trio
 
 from node.network import HostPort, Network, StreamAddress
-from node.peer import ExtensionHandler, PeerConnection, PeerGone
+from node.peer import KEEPALIVE_INTERVAL_SECONDS, ExtensionHandler, PeerConnection, PeerGone
 from node.supervisor import Service, supervise
 from wire.connection import SecureConnection
 from wire.identity import LocalIdentity
@@ -111,7 +111,8 @@ class Node:
                             self._supervised, f"listen {address}", self._listener(address)
                         )
                         self.listen_addresses.append(bound)
-                    for name, service in self._services:
+                    services = [("keepalive", self._keepalive), *self._services]
+                    for name, service in services:
                         what = f"start {name}"
                         await nursery.start(self._supervised, name, service)
                 except OSError as error:
@@ -141,6 +142,18 @@ class Node:
 
     def _count_crash(self, name: str, error: BaseException) -> None:
         self.service_crashes += 1
+
+    async def _keepalive(self, *, task_status: trio.TaskStatus[None]) -> None:
+        """Tick every peer's keepalive from one task (one timer per node, not per peer)."""
+        task_status.started()
+        # Start at a random phase, so a thousand nodes do not ping in the same instant.
+        await trio.sleep(self.network.random.uniform(0, KEEPALIVE_INTERVAL_SECONDS))
+        while True:
+            for peer in list(self.peers.values()):
+                reason = peer.tick()
+                if reason is not None and self._nursery is not None:
+                    self._nursery.start_soon(peer.aclose, reason)
+            await trio.sleep(KEEPALIVE_INTERVAL_SECONDS)
 
     def _listener(self, address: StreamAddress) -> Service:
         async def serve(*, task_status: trio.TaskStatus[StreamAddress]) -> None:
@@ -256,7 +269,7 @@ class Node:
             for callback in self._on_connected:
                 await callback(peer)
             task_status.started()
-            reason = await peer.run()
+            reason = await peer.run(own_keepalive=False)
             log.info("connection to %s ended: %s", node_id.hex()[:16], reason)
         finally:
             if self.peers.get(node_id) is peer:

@@ -119,9 +119,17 @@ class PeerConnection:
         self.connected_at = self._network.now()
         return self.remote
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> str:
+    async def run(
+        self,
+        *,
+        own_keepalive: bool = True,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> str:
         """Serve the open connection until it ends and return why. Nothing the peer does
-        makes this raise; cancelling it closes the connection."""
+        makes this raise; cancelling it closes the connection.
+
+        With `own_keepalive=False` the owner calls `tick()` every KEEPALIVE_INTERVAL_SECONDS
+        instead (a Node ticks all its peers from one task rather than one task each)."""
         reason: str | None = None
         try:
             async with trio.open_nursery() as nursery:
@@ -136,7 +144,8 @@ class PeerConnection:
 
                 nursery.start_soon(until_gone, self._reader)
                 nursery.start_soon(until_gone, self._writer)
-                nursery.start_soon(until_gone, self._keepalive)
+                if own_keepalive:
+                    nursery.start_soon(until_gone, self._keepalive)
                 task_status.started()
         finally:
             await self._close_stream()
@@ -268,14 +277,22 @@ class PeerConnection:
             self._drained.set()
             self._drained = trio.Event()
 
+    def tick(self) -> str | None:
+        """One keepalive interval passed: ping if we have been quiet. Returns a reason if the
+        peer has been silent too long (the caller should then `aclose` it)."""
+        try:
+            self.core.tick()
+        except ProtocolError as exc:
+            return str(exc)
+        self._writer_wakeup.set()
+        return None
+
     async def _keepalive(self) -> None:
         while True:
             await trio.sleep(KEEPALIVE_INTERVAL_SECONDS)
-            try:
-                self.core.tick()
-            except ProtocolError as exc:
-                await self._abort(str(exc))
-            self._writer_wakeup.set()
+            reason = self.tick()
+            if reason is not None:
+                await self._abort(reason)
 
     def _describe(self) -> str:
         if self.remote is not None:
