@@ -81,10 +81,12 @@ def FixedBytes(length: int) -> Bytes:
 
 @attrs.frozen
 class Text:
-    """A UTF-8 string of at most `max_bytes` encoded bytes, without control characters."""
+    """A UTF-8 string of at most `max_bytes` encoded bytes, without control characters
+    (`multiline` text may contain newlines and tabs)."""
 
     max_bytes: int
     min_bytes: int = 0
+    multiline: bool = False
 
     def check(self, value: Any, where: str) -> str:
         if type(value) is not str:
@@ -94,7 +96,8 @@ class Text:
             raise DecodeError(
                 f"{where}: text of {size} bytes is outside [{self.min_bytes}, {self.max_bytes}]"
             )
-        if any(ord(char) < 0x20 or ord(char) == 0x7F for char in value):
+        allowed = "\n\t" if self.multiline else ""
+        if any((ord(char) < 0x20 or ord(char) == 0x7F) and char not in allowed for char in value):
             raise DecodeError(f"{where}: control characters are not allowed")
         return value
 
