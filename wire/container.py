@@ -55,9 +55,8 @@ MAX_NESTING_DEPTH: Final = 8
 """How deep containers may mount containers when a download resolves them."""
 
 _WINDOWS_RESERVED: Final = frozenset(
-    ["con", "prn", "aux", "nul"]
-    + [f"com{i}" for i in range(1, 10)]
-    + [f"lpt{i}" for i in range(1, 10)]
+    ["con", "prn", "aux", "nul", "conin$", "conout$"]
+    + [f"{device}{digit}" for device in ("com", "lpt") for digit in "123456789\u00b9\u00b2\u00b3"]
 )
 _FORBIDDEN_CHARACTERS: Final = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]')
 
@@ -170,14 +169,14 @@ class Manifest(Record):
             keys = [path_sort_key(entry.path) for entry in entries]
             if keys != sorted(keys):
                 raise DecodeError(f"{kind} are not in canonical (sorted) order")
-        for entry in (*self.files, *self.containers):
-            check_path(entry.path)
+        for path in [entry.path for entry in self.files] + [c.path for c in self.containers]:
+            check_path(path)
         for entry in self.files:
             if (entry.length == 0) != (entry.root is None):
                 raise DecodeError(
                     f"file {'/'.join(entry.path)}: a root is required exactly for non-empty files"
                 )
-        _check_no_collisions([e.path for e in self.files] + [c.path for c in self.containers])
+        check_no_collisions([e.path for e in self.files] + [c.path for c in self.containers])
 
     def encode(self) -> bytes:
         return pack_canonical(to_wire(self))
@@ -195,7 +194,7 @@ def container_id(manifest_bytes: bytes) -> bytes:
     return hashlib.sha256(manifest_bytes).digest()
 
 
-def _check_no_collisions(paths: Sequence[tuple[str, ...]]) -> None:
+def check_no_collisions(paths: Sequence[tuple[str, ...]]) -> None:
     """No two entries at the same place, even case-insensitively, and no entry inside a
     path another entry occupies as a file."""
     seen: set[tuple[str, ...]] = set()

@@ -115,13 +115,13 @@ def root_from_piece_layer(piece_layer: Sequence[bytes], length: int, piece_lengt
     """The root implied by a file's piece layer (for files longer than one piece)."""
     height = piece_height(piece_length)
     total = tree_height(block_count(length))
+    if length <= piece_length:
+        raise DecodeError("a file no longer than one piece has no piece layer (BEP 52)")
     if len(piece_layer) != piece_count(length, piece_length):
         raise DecodeError(
             f"piece layer has {len(piece_layer)} hashes; a file of {length} bytes has "
             f"{piece_count(length, piece_length)} pieces"
         )
-    if total < height:
-        raise DecodeError("a file no longer than one piece has no piece layer")
     return root_from_layer(piece_layer, height, total)
 
 
