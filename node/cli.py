@@ -17,6 +17,7 @@ from pathlib import Path
 
 import trio
 
+from node import cli_store
 from node.datadir import (
     DataDirError,
     load_or_create_identity,
@@ -110,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     node_id = commands.add_parser("id", help="print this node's id (creating the identity)")
     _add_common(node_id)
+    cli_store.register(commands, _add_common)
     for entry_point in entry_points(group=PLUGIN_GROUP):
         entry_point.load()(commands, _add_common)
     return parser

@@ -21,6 +21,7 @@ import platformdirs
 from wire.identity import SEED_LEN, LocalIdentity
 
 DATA_DIR_ENV: Final = "KINSWARM_DATA_DIR"
+DOWNLOAD_DIR_ENV: Final = "KINSWARM_DOWNLOAD_DIR"
 IDENTITY_FILE: Final = "identity.key"
 _IDENTITY_HEADER: Final = "kinswarm-identity-seed-v1"
 
@@ -37,6 +38,16 @@ def resolve_data_dir(flag: str | os.PathLike[str] | None) -> Path:
     if from_env:
         return Path(from_env).expanduser()
     return Path(platformdirs.user_data_dir("kinswarm", appauthor=False))
+
+
+def resolve_download_dir(flag: str | os.PathLike[str] | None) -> Path:
+    """Where downloads go: the flag, else `KINSWARM_DOWNLOAD_DIR`, else the user's Downloads."""
+    if flag is not None:
+        return Path(flag).expanduser()
+    from_env = os.environ.get(DOWNLOAD_DIR_ENV)
+    if from_env:
+        return Path(from_env).expanduser()
+    return Path(platformdirs.user_downloads_dir())
 
 
 def ensure_data_dir(path: Path) -> Path:

@@ -19,6 +19,7 @@ lengths and depths are bounded.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import unicodedata
@@ -179,9 +180,15 @@ class Manifest(Record):
         check_no_collisions([e.path for e in self.files] + [c.path for c in self.containers])
 
     def encode(self) -> bytes:
+        return self._encoded
+
+    @functools.cached_property
+    def _encoded(self) -> bytes:
+        # Encoding checks every field again (to_wire), which dominates adding many
+        # containers; a frozen manifest's bytes never change, so compute them once.
         return pack_canonical(to_wire(self))
 
-    @property
+    @functools.cached_property
     def id(self) -> bytes:
         return container_id(self.encode())
 

@@ -192,6 +192,14 @@ class Index:
 
     # -- roots ---------------------------------------------------------------------------
 
+    def ids_named(self, name: str) -> list[bytes]:
+        return [
+            bytes(row)
+            for row in self.column(
+                "SELECT id FROM containers WHERE name = ? ORDER BY added_at, id", (name,)
+            )
+        ]
+
     def root_row(self, root: bytes) -> RootRow | None:
         row = self.db.execute(
             "SELECT length, piece_length, piece_layer, held FROM file_data WHERE root = ?",

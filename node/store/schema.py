@@ -27,18 +27,26 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Final
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 
 Migration = Callable[[sqlite3.Connection], None]
 """Upgrades the schema by one version, inside the caller's transaction."""
 
-MIGRATIONS: Final[Mapping[int, Migration]] = {}
-"""`MIGRATIONS[v]` upgrades a version-v database to v + 1. Empty while there is one version."""
+
+def _add_name_index(connection: sqlite3.Connection) -> None:
+    """Version 2: look containers up by their name (`kinswarm info "My dataset"`)."""
+    connection.execute(_NAME_INDEX)
+
+
+MIGRATIONS: Final[Mapping[int, Migration]] = {1: _add_name_index}
+"""`MIGRATIONS[v]` upgrades a version-v database to v + 1."""
 
 
 class SchemaError(Exception):
     """The index cannot be used by this version of kinswarm (too new, or not ours)."""
 
+
+_NAME_INDEX: Final = "CREATE INDEX containers_name ON containers (name)"
 
 _SCHEMA: Final = """
 CREATE TABLE schema_version (
@@ -64,6 +72,7 @@ CREATE TABLE containers (
     metadata     BLOB NOT NULL
 );
 CREATE INDEX containers_partial ON containers (state) WHERE state = 'partial';
+CREATE INDEX containers_name ON containers (name);
 
 -- Names other than the id: kind is 'btih' (20-byte SHA-1), 'btmh' (32-byte SHA-256 digest),
 -- 'url' (the exact URL, UTF-8) or 'ks' (32 bytes). `extra` is canonical msgpack (a URL's

@@ -228,6 +228,11 @@ class Store:
         with self._lock:
             return self._index.resolve(kind, value)
 
+    def find_by_name(self, name: str) -> list[bytes]:
+        """Ids of the containers whose manifest name is exactly `name` (oldest first)."""
+        with self._lock:
+            return self._index.ids_named(name)
+
     # -- reading the index ---------------------------------------------------------------
 
     def get(self, container_id: bytes) -> ContainerRecord | None:

@@ -105,7 +105,9 @@ def test_migration_hook_and_a_newer_schema_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SchemaError, match="no migration"):
         store_schema.migrate(connection, target=SCHEMA_VERSION + 1, migrations={})
     with pytest.raises(RuntimeError):
-        store_schema.migrate(connection, target=SCHEMA_VERSION + 1, migrations={1: broken})
+        store_schema.migrate(
+            connection, target=SCHEMA_VERSION + 1, migrations={SCHEMA_VERSION: broken}
+        )
     assert store_schema.schema_version(connection) == SCHEMA_VERSION  # rolled back whole
     columns = [row[1] for row in connection.execute("PRAGMA table_info(containers)")]
     assert "half_done" not in columns
@@ -117,6 +119,22 @@ def test_migration_hook_and_a_newer_schema_is_refused(tmp_path: Path) -> None:
     connection.close()
     with pytest.raises(SchemaError, match="newer kinswarm"):
         Store(tmp_path)
+
+
+def test_a_version_1_index_gains_the_name_index(tmp_path: Path) -> None:
+    Store(tmp_path).close()
+    connection = store_schema.connect(tmp_path / "index.sqlite3")
+    connection.execute("DROP INDEX containers_name")
+    connection.execute("UPDATE schema_version SET version = 1")
+    connection.close()
+    with Store(tmp_path) as store:
+        assert store.schema_version == SCHEMA_VERSION
+    connection = store_schema.connect(tmp_path / "index.sqlite3")
+    plan = connection.execute(
+        "EXPLAIN QUERY PLAN SELECT id FROM containers WHERE name = 'x'"
+    ).fetchall()
+    connection.close()
+    assert any("containers_name" in str(row) for row in plan)
 
 
 def test_a_foreign_database_is_refused(tmp_path: Path) -> None:
