@@ -17,7 +17,7 @@ from pathlib import Path
 
 import trio
 
-from node import cli_store
+from node import cli_node, cli_store
 from node.datadir import (
     DataDirError,
     load_or_create_identity,
@@ -112,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     node_id = commands.add_parser("id", help="print this node's id (creating the identity)")
     _add_common(node_id)
     cli_store.register(commands, _add_common)
+    cli_node.register(commands, _add_common)
     for entry_point in entry_points(group=PLUGIN_GROUP):
         entry_point.load()(commands, _add_common)
     return parser
@@ -142,9 +143,16 @@ def _listen_addresses(args: argparse.Namespace) -> tuple[StreamAddress, ...]:
 
 
 async def _run_node(args: argparse.Namespace) -> int:
-    identity = load_or_create_identity(resolve_data_dir(args.data_dir))
+    data_dir = resolve_data_dir(args.data_dir)
+    identity = load_or_create_identity(data_dir)
     keys = _capability_keys(args.network_key_file)
-    config = NodeConfig(listen=_listen_addresses(args), capability_keys=keys, allow_open=not keys)
+    config = NodeConfig(
+        listen=_listen_addresses(args),
+        capability_keys=keys,
+        allow_open=not keys,
+        control=True,
+        data_dir=data_dir,
+    )
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with TrioNetwork() as network, trio.open_nursery() as nursery:
             node = Node(network=network, identity=identity, config=config)

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Final
 
 import attrs
 import trio
 
+from node.control import ControlServer, ControlStartError, register_node_commands
 from node.network import HostPort, Network, StreamAddress
 from node.peer import KEEPALIVE_INTERVAL_SECONDS, ExtensionHandler, PeerConnection, PeerGone
 from node.supervisor import Service, supervise
@@ -54,6 +56,11 @@ class NodeConfig:
     allow_open: bool = True
     max_peers: int = 500
     agent: str = AGENT
+    control: bool = False
+    """Serve the local control channel (`<data_dir>/control.sock`, see node.control) so
+    commands like `kinswarm status` reach this node. Off by default: tests and the simulator
+    run many nodes without data directories."""
+    data_dir: Path | None = None
 
 
 class Node:
@@ -71,6 +78,13 @@ class Node:
         self._on_disconnected: list[PeerCallback] = []
         self._nursery: trio.Nursery | None = None
         self.service_crashes = 0
+        self.control: ControlServer | None = None
+        """The control server when `config.control`: services register commands on it."""
+        if config.control:
+            if config.data_dir is None:
+                raise ValueError("NodeConfig.control needs a data_dir")
+            self.control = ControlServer(config.data_dir)
+            register_node_commands(self.control, self)
 
     @property
     def node_id(self) -> bytes:
@@ -100,11 +114,16 @@ class Node:
     ) -> None:
         """Listen, start the services, and run until cancelled. Reports the bound listen
         addresses through `task_status`. A listener that cannot bind fails the start."""
-        startup_error: tuple[str, OSError] | None = None
+        startup_error: tuple[str, OSError | ControlStartError] | None = None
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 try:
+                    if self.control is not None:
+                        # First, so a second node on this data dir fails with that reason
+                        # rather than with a port it cannot take.
+                        what = "start the control channel"
+                        await nursery.start(self._supervised, "control", self.control.serve)
                     for address in self.config.listen:
                         what = f"listen on {address}"
                         bound = await nursery.start(
@@ -115,7 +134,7 @@ class Node:
                     for name, service in services:
                         what = f"start {name}"
                         await nursery.start(self._supervised, name, service)
-                except OSError as error:
+                except (OSError, ControlStartError) as error:
                     # Raised after the nursery closes, so the caller gets it bare rather than
                     # inside an exception group.
                     startup_error = (what, error)
@@ -128,7 +147,8 @@ class Node:
             self._nursery = None
         if startup_error is not None:
             what, cause = startup_error
-            raise NodeStartError(f"cannot {what}: {cause.strerror or cause}") from cause
+            reason = cause.strerror if isinstance(cause, OSError) else None
+            raise NodeStartError(f"cannot {what}: {reason or cause}") from cause
 
     def stop(self) -> None:
         """Cancel the node's nursery: every service and connection stops."""
