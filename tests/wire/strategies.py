@@ -41,6 +41,12 @@ def strategy_for(kind: Kind) -> st.SearchStrategy[Any]:
         return records(kind.record)
     if isinstance(kind, Optional):
         return st.none() | strategy_for(kind.inner)
+    from dht.records import NumericHost
+
+    if isinstance(kind, NumericHost):
+        return (
+            st.ip_addresses(v=4).filter(lambda a: not (a.is_unspecified or a.is_multicast)).map(str)
+        )
     raise TypeError(f"no strategy for {kind!r}")
 
 
