@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dht.records import ImmutableRecord, MutableRecord, Provider, mutable_key
+from dht.records import ImmutableRecord, MutableRecord, Provider
 from dht.storage import (
     ENTRY_OVERHEAD,
     PROVIDER_TTL,
