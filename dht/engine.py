@@ -146,10 +146,13 @@ class DhtEngine:
         self.node_id = identity.node_id
         self._signing_key: nacl.signing.SigningKey = identity.signing_key
         self.table = RoutingTable(self.node_id, now=now, k=k)
-        self.store = store or RecordStore()
+        # `is None`, not `or`: these classes define __len__, so an empty one is falsy.
+        self.store = RecordStore() if store is None else store
         self.tokens = TokenIssuer(lambda: crypto_random(32))
-        self.rate_limiter = rate_limiter or RateLimiter(rate_per_second=50.0, burst=200.0)
-        self.penalties = penalties or Penalties()
+        self.rate_limiter = (
+            RateLimiter(rate_per_second=50.0, burst=200.0) if rate_limiter is None else rate_limiter
+        )
+        self.penalties = Penalties() if penalties is None else penalties
         self.traffic = Traffic()
         self.external_address: Address | None = None
         self._random = random_source
