@@ -8,6 +8,7 @@ there, and accepting them lets a peer aim our traffic at broadcast addresses).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable
 from typing import Final
@@ -32,28 +33,39 @@ class Contact:
         return (self.host, self.port)
 
 
+# Parsing addresses with `ipaddress` costs microseconds and a DHT node handles the same few
+# thousand addresses over and over: memoise both directions (bounded).
+@functools.lru_cache(maxsize=65536)
+def _packed(host: str) -> bytes:
+    return ipaddress.ip_address(host).packed
+
+
+@functools.lru_cache(maxsize=65536)
+def _host_of(packed: bytes) -> str:
+    address = ipaddress.ip_address(packed)
+    if address.is_unspecified or address.is_multicast:
+        raise DecodeError(f"contact address {address} cannot be reached")
+    return str(address)
+
+
 def encode_contact(contact: Contact) -> bytes:
-    packed = ipaddress.ip_address(contact.host).packed
-    return contact.node_id + packed + contact.port.to_bytes(2, "big")
+    return contact.node_id + _packed(contact.host) + contact.port.to_bytes(2, "big")
 
 
 def decode_contact(data: bytes) -> Contact:
     if len(data) not in (IPV4_CONTACT_BYTES, IPV6_CONTACT_BYTES):
         raise DecodeError(f"a compact contact is 38 or 50 bytes, not {len(data)}")
-    node_id = data[:ID_BYTES]
-    address = ipaddress.ip_address(data[ID_BYTES:-2])
     port = int.from_bytes(data[-2:], "big")
     if port == 0:
         raise DecodeError("contact with port 0")
-    if address.is_unspecified or address.is_multicast:
-        raise DecodeError(f"contact address {address} cannot be reached")
-    return Contact(bytes(node_id), str(address), port)
+    return Contact(bytes(data[:ID_BYTES]), _host_of(bytes(data[ID_BYTES:-2])), port)
 
 
 def decode_contacts(items: Iterable[bytes]) -> list[Contact]:
     return [decode_contact(item) for item in items]
 
 
+@functools.lru_cache(maxsize=65536)
 def subnet_of(host: str) -> str:
     """The /24 (IPv4) or /64 (IPv6) network of `host`: a routing table holds at most two
     contacts from one subnet per bucket, so one operator cannot fill it cheaply."""

@@ -8,11 +8,13 @@ clock, so the same engine runs on UDP and in the simulator, and the tests drive 
 
 Security decisions, each in one place:
 
-* **Verified contacts only enter the routing table.** The first time we hear from a node
-  (a request from it, or a response) we send it a `ping` with a fresh 16-byte challenge; the
-  pong must carry a public key whose SHA-256 is the node's id and an Ed25519 signature over
-  the challenge and our id. Until then the node may be queried in lookups (that is how
-  lookups walk), but it cannot occupy a slot in our table.
+* **Verified contacts only enter the routing table.** To verify a node we send it a fresh
+  16-byte challenge; the answer must carry a public key whose SHA-256 is the node's id and an
+  Ed25519 signature over the challenge and our id. The challenge rides on the lookup request
+  we send an unverified node anyway (`find_node`, `get_providers`, `get`: the answer carries
+  the proof), so verification costs no extra datagram; a node that only *queried* us gets a
+  `ping`. Contacts merely mentioned in responses are lookup candidates, nothing more, until
+  they answer us themselves.
 * **Responses must come from where the request went**, and from the node id we asked (when
   we knew it); anything else is ignored. Transaction ids are random per request.
 * **Write tokens** (`announce`, `put`) are bound to the requester's address, as in BEP 5, so
@@ -183,8 +185,19 @@ class DhtEngine:
             callback(Failure(address, "too many requests in flight"))
             return
         tx = self._new_tx()
-        challenge = args.challenge if isinstance(args, Ping) else None
+        if (
+            isinstance(args, FindNode | GetProviders | Get)
+            and node_id is not None
+            and not self.is_verified(node_id)
+            and args.challenge is None
+        ):
+            args = attrs.evolve(args, challenge=self._crypto_random(16))
+        challenge = (
+            args.challenge if isinstance(args, Ping | FindNode | GetProviders | Get) else None
+        )
         method = _method_of(args)
+        if challenge is not None and node_id is not None:
+            self._verifying[node_id] = now  # this request verifies it: no second ping
         self._pending[tx] = _Pending(
             tx, address, node_id, method, now + REQUEST_TIMEOUT_SECONDS, callback, challenge
         )
@@ -222,7 +235,7 @@ class DhtEngine:
         return [entry.contact for entry in self.table.closest(target, count)]
 
     def is_verified(self, node_id: bytes) -> bool:
-        return node_id in self._verified
+        return node_id in self._verified or node_id in self.table
 
     # -- the network's side ---------------------------------------------------------------
 
@@ -261,18 +274,29 @@ class DhtEngine:
         self.traffic.requests_answered += 1
         self._reply(datagram, self._answer(args, datagram.sender, source, now), source)
 
+    def _proof(self, challenge: bytes | None, requester: bytes) -> Pong | None:
+        if challenge is None:
+            return None
+        signature = self._signing_key.sign(ping_statement(challenge, requester)).signature
+        return Pong(self.identity.public_key, signature)
+
     def _answer(self, args: Record, sender: bytes, source: Address, now: float) -> Record:
         if isinstance(args, Ping):
-            signature = self._signing_key.sign(ping_statement(args.challenge, sender)).signature
-            return Pong(self.identity.public_key, signature)
+            proof = self._proof(args.challenge, sender)
+            assert proof is not None
+            return proof
         if isinstance(args, FindNode):
-            return Nodes(self._compact_near(args.target, sender, MAX_CONTACTS))
+            return Nodes(
+                self._compact_near(args.target, sender, MAX_CONTACTS),
+                self._proof(args.challenge, sender),
+            )
         if isinstance(args, GetProviders):
             providers = self.store.get_providers(args.key, now, MAX_PROVIDERS)
             return Providers(
                 tuple(encode_contact(Contact(p.node_id, p.host, p.port)) for p in providers),
                 self._compact_near(args.key, sender, 8),
                 self.tokens.issue(source, now),
+                self._proof(args.challenge, sender),
             )
         if isinstance(args, Announce):
             if not self.tokens.check(args.token, source, now):
@@ -289,9 +313,10 @@ class DhtEngine:
             record = self.store.get(args.key, now)
             nodes = self._compact_near(args.key, sender, 8)
             token = self.tokens.issue(source, now)
+            proof = self._proof(args.challenge, sender)
             if isinstance(record, ImmutableRecord):
-                return Value(nodes, token, immutable=record.value)
-            return Value(nodes, token, mutable=record)
+                return Value(nodes, token, immutable=record.value, proof=proof)
+            return Value(nodes, token, mutable=record, proof=proof)
         if isinstance(args, Put):
             if not self.tokens.check(args.token, source, now):
                 return Error(ERROR_BAD_TOKEN, "bad or expired token")
@@ -337,6 +362,8 @@ class DhtEngine:
             self.traffic.dropped_unexpected += 1
             return
         del self._pending[datagram.tx]
+        if pending.challenge is not None:
+            self._verifying.pop(datagram.sender, None)  # answered, proof or not
         try:
             result = decode_result(datagram, pending.method)
         except DecodeError:
@@ -349,8 +376,9 @@ class DhtEngine:
             return
         if datagram.seen_as is not None:
             self.external_address = datagram.seen_as
-        if isinstance(result, Pong) and pending.challenge is not None:
-            if not self._check_pong(result, pending.challenge, datagram.sender, source, now):
+        proof = result if isinstance(result, Pong) else getattr(result, "proof", None)
+        if pending.challenge is not None and proof is not None:
+            if not self._check_pong(proof, pending.challenge, datagram.sender, source, now):
                 pending.callback(Failure(source, "bad response"))
                 return
         else:
@@ -407,12 +435,6 @@ class DhtEngine:
 
     def _check_liveness(self, entry: Entry, now: float) -> None:
         self.ping((entry.host, entry.port), now, node_id=entry.node_id)
-
-    def learn(self, contacts: list[Contact], now: float) -> None:
-        """Contacts someone told us about: verify (and so admit) the unknown ones."""
-        for contact in contacts:
-            if contact.node_id != self.node_id and contact.node_id not in self.table:
-                self._heard_from(contact.node_id, contact.address, now)
 
     # -- small helpers --------------------------------------------------------------------
 

@@ -132,7 +132,9 @@ class Lookup:
     def tick(self, now: float) -> None:
         """Mark queries older than the soft timeout slow (freeing their slots)."""
         for candidate in self._candidates.values():
-            if candidate.state is State.WAITING and now - candidate.sent_at >= self.soft_timeout:
+            # The same expression as next_deadline(): `now - sent_at >= timeout` can be false
+            # at the very deadline in floating point, and the caller would spin forever.
+            if candidate.state is State.WAITING and candidate.sent_at + self.soft_timeout <= now:
                 candidate.state = State.SLOW
         self._check_done(now)
 

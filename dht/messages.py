@@ -59,14 +59,21 @@ class Ping(Record):
     challenge: bytes = attrs.field(metadata=spec(FixedBytes(16)))
 
 
+_CHALLENGE = Optional(FixedBytes(16))
+"""On lookup requests: set when the requester has not verified the responder yet. The
+response then carries the proof a ping would, so the lookup query itself verifies the node."""
+
+
 @attrs.frozen
 class FindNode(Record):
     target: bytes = attrs.field(metadata=spec(_KEY))
+    challenge: bytes | None = attrs.field(default=None, metadata=spec(_CHALLENGE))
 
 
 @attrs.frozen
 class GetProviders(Record):
     key: bytes = attrs.field(metadata=spec(_KEY))
+    challenge: bytes | None = attrs.field(default=None, metadata=spec(_CHALLENGE))
 
 
 @attrs.frozen
@@ -79,6 +86,7 @@ class Announce(Record):
 @attrs.frozen
 class Get(Record):
     key: bytes = attrs.field(metadata=spec(_KEY))
+    challenge: bytes | None = attrs.field(default=None, metadata=spec(_CHALLENGE))
 
 
 @attrs.frozen
@@ -106,9 +114,13 @@ class Pong(Record):
     signature: bytes = attrs.field(metadata=spec(FixedBytes(64)))
 
 
+_PROOF = Optional(Nested(Pong))
+
+
 @attrs.frozen
 class Nodes(Record):
     nodes: tuple[bytes, ...] = attrs.field(metadata=spec(ListOf(_COMPACT, MAX_CONTACTS)))
+    proof: Pong | None = attrs.field(default=None, metadata=spec(_PROOF))
 
 
 @attrs.frozen
@@ -116,6 +128,7 @@ class Providers(Record):
     providers: tuple[bytes, ...] = attrs.field(metadata=spec(ListOf(_COMPACT, MAX_PROVIDERS)))
     nodes: tuple[bytes, ...] = attrs.field(metadata=spec(ListOf(_COMPACT, MAX_CONTACTS)))
     token: bytes = attrs.field(metadata=spec(_TOKEN))
+    proof: Pong | None = attrs.field(default=None, metadata=spec(_PROOF))
 
 
 @attrs.frozen
@@ -128,6 +141,7 @@ class Value(Record):
     immutable: bytes | None = attrs.field(
         default=None, metadata=spec(Optional(Bytes(max_length=MAX_VALUE_BYTES, min_length=1)))
     )
+    proof: Pong | None = attrs.field(default=None, metadata=spec(_PROOF))
 
 
 @attrs.frozen

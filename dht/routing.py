@@ -45,6 +45,9 @@ class Entry:
     last_seen: float
     added_at: float
     failures: int = 0
+    subnet: str = ""
+    """The /24 or /64 of `host` (kept, not recomputed: the subnet check runs on every
+    insert attempt)."""
 
     @property
     def contact(self) -> Contact:
@@ -119,14 +122,16 @@ class RoutingTable:
             if (entry.host, entry.port) != (host, port) and entry.failures:
                 # It moved while we could not reach it. A contact that is answering at its
                 # old address keeps it: a second address claiming its id is suspect.
-                entry.host, entry.port = host, port
+                entry.host, entry.port, entry.subnet = host, port, subnet_of(host)
             entry.last_seen = now
             entry.failures = 0
             bucket = self.buckets[self.bucket_index(entry.id_int)]
             bucket.entries.remove(entry)
             bucket.entries.append(entry)
             return None
-        new = Entry(node_id, id_to_int(node_id), host, port, public_key, now, now)
+        new = Entry(
+            node_id, id_to_int(node_id), host, port, public_key, now, now, 0, subnet_of(host)
+        )
         while True:
             index = self.bucket_index(new.id_int)
             bucket = self.buckets[index]
@@ -170,7 +175,7 @@ class RoutingTable:
 
     def _subnet_allows(self, bucket: Bucket, host: str) -> bool:
         subnet = subnet_of(host)
-        same = sum(subnet_of(entry.host) == subnet for entry in bucket.entries)
+        same = sum(entry.subnet == subnet for entry in bucket.entries)
         return same < self.max_per_subnet
 
     def _remember_replacement(self, bucket: Bucket, entry: Entry) -> None:

@@ -32,7 +32,8 @@ from dht.engine import Address, DhtEngine, Failure, Outcome, Reply
 from dht.ids import id_in_bucket
 from dht.lookup import Lookup
 from dht.messages import Announce, FindNode, Get, GetProviders, Providers, Put, Value
-from dht.records import ImmutableRecord, MutableRecord, Provider
+from dht.records import ImmutableRecord, MutableRecord, Provider, canonical_host
+from dht.storage import StoreRejected
 from wire.canonical import pack_canonical, unpack_canonical
 from wire.errors import DecodeError
 from wire.identity import LocalIdentity
@@ -73,7 +74,7 @@ ANNOUNCE_INTERVAL_SECONDS: Final = 30 * 60.0
 ANNOUNCE_TARGETS: Final = 8
 """Providers are stored on the 8 closest nodes that answered (BEP 5 does the same)."""
 MAX_CONCURRENT_ANNOUNCES: Final = 4
-UPKEEP_PERIOD_SECONDS: Final = 5.0
+UPKEEP_PERIOD_SECONDS: Final = 10.0
 REFRESH_CHECK_SECONDS: Final = 60.0
 SAVE_PERIOD_SECONDS: Final = 600.0
 REPUBLISH_SECONDS: Final = 60 * 60.0
@@ -114,6 +115,7 @@ class DhtService:
         provided_keys: Callable[[], Iterable[bytes]] | None = None,
         announce_port: int | None = None,
         paths: int = 1,
+        announce_interval: float = ANNOUNCE_INTERVAL_SECONDS,
     ) -> None:
         self.network = network
         self.identity = identity
@@ -123,10 +125,12 @@ class DhtService:
         self.provided_keys = provided_keys
         self.announce_port = announce_port
         self.paths = paths
+        self.announce_interval = announce_interval
         self.engine: DhtEngine | None = None
         self.endpoint: Endpoint | None = None
         self.local_address: HostPort | None = None
         self._wakeup = trio.Event()
+        self._timer_deadline = math.inf
         self._announced_at: dict[bytes, float] = {}
         self._own_records: dict[bytes, MutableRecord | ImmutableRecord] = {}
         self._started_at = 0.0
@@ -173,7 +177,8 @@ class DhtService:
         engine, _ = self._require()
         while True:
             deadline = engine.next_deadline()
-            with trio.move_on_at(deadline if deadline is not None else math.inf):
+            self._timer_deadline = deadline if deadline is not None else math.inf
+            with trio.move_on_at(self._timer_deadline):
                 await self._wakeup.wait()
             self._wakeup = trio.Event()
             engine.expire(self.network.now())
@@ -185,7 +190,9 @@ class DhtService:
         for data, address in outbox:
             await endpoint.send(data, address)
         if outbox:
-            self._wakeup.set()  # new requests may have earlier deadlines
+            deadline = engine.next_deadline()
+            if deadline is not None and deadline < self._timer_deadline:
+                self._wakeup.set()  # a new request expires before the timer would wake
 
     def _require(self) -> tuple[DhtEngine, Endpoint]:
         if self.engine is None or self.endpoint is None:
@@ -288,7 +295,12 @@ class DhtService:
 
     async def find_providers(self, key: bytes, *, want: int = 20) -> ProvidersResult:
         """Providers of `key`; stops as soon as `want` distinct providers are known."""
-        found: dict[bytes, Provider] = {}
+        engine, _ = self._require()
+        found: dict[bytes, Provider] = {
+            p.node_id: p for p in engine.store.get_providers(key, self.network.now(), want)
+        }
+        if len(found) >= want:
+            return ProvidersResult(list(found.values()), [], LookupStats(0, 0, 0.0))
 
         def collect(reply: Reply, lookup: Lookup) -> None:
             assert isinstance(reply.result, Providers)
@@ -307,6 +319,7 @@ class DhtService:
         if self.announce_port is None:
             raise RuntimeError("this DHT node has no port to announce")
         port = self.announce_port
+        self._provide_locally(key, port)
         tokens: dict[bytes, tuple[Contact, bytes]] = {}
 
         def collect(reply: Reply, lookup: Lookup) -> None:
@@ -321,6 +334,16 @@ class DhtService:
         self.announces_sent += 1
         self._announced_at[key] = self.network.now()
         return stored
+
+    def _provide_locally(self, key: bytes, port: int) -> None:
+        """Keep our own provider record too: a node asked about a key it provides says so."""
+        engine, _ = self._require()
+        host = (engine.external_address or self.local_address or self.bind)[0]
+        try:
+            provider = Provider(self.identity.node_id, canonical_host(host), port)
+            engine.store.add_provider(key, provider, source_host=host, now=self.network.now())
+        except (ValueError, StoreRejected) as exc:
+            log.debug("not keeping our own provider record for %s: %s", key.hex()[:16], exc)
 
     async def get(self, key: bytes) -> ValueResult:
         """The freshest valid record under `key` (highest seq for mutable records)."""
@@ -454,7 +477,6 @@ class DhtService:
         replies: list[Reply],
         on_reply: Callable[[Reply, Lookup], None] | None,
     ) -> None:
-        engine, _ = self._require()
         contact, outcome = item
         now = self.network.now()
         if isinstance(outcome, Failure):
@@ -468,7 +490,6 @@ class DhtService:
             lookup.on_failure(contact.node_id, now)
             return
         replies.append(outcome)
-        engine.learn(contacts, now)
         if on_reply is not None:
             on_reply(outcome, lookup)
         lookup.on_response(contact.node_id, contacts, now)

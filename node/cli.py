@@ -17,7 +17,7 @@ from pathlib import Path
 
 import trio
 
-from node import cli_node, cli_store
+from node import cli_dht, cli_node, cli_store
 from node.datadir import (
     DataDirError,
     load_or_create_identity,
@@ -26,13 +26,22 @@ from node.datadir import (
 )
 from node.errors import UserError
 from node.network import StreamAddress, is_loopback
-from node.node import DEFAULT_TCP_LISTEN, DEFAULT_WS_LISTEN, Node, NodeConfig, NodeStartError
+from node.node import (
+    DEFAULT_TCP_LISTEN,
+    DEFAULT_WS_LISTEN,
+    DhtConfig,
+    Node,
+    NodeConfig,
+    NodeStartError,
+)
 from node.peer import PeerGone
 from node.realnet import TrioNetwork
 
 log = logging.getLogger("kinswarm.cli")
 
 CONNECT_TIMEOUT_SECONDS = 15.0
+DEFAULT_DHT_PORT = 7420
+DHT_STATE_FILE = "dht-routing.msgpack"
 PLUGIN_GROUP = "kinswarm.commands"
 """Entry points in this group add subcommands: `register(subparsers, add_common)`, setting
 `handler=function(args) -> exit status` on their parser (see `simulations.cli`)."""
@@ -95,6 +104,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="only talk to holders of this network capability key (64 hex digits)",
     )
     run.add_argument(
+        "--dht-listen",
+        metavar="HOST:PORT",
+        type=_address("tcp"),
+        help="UDP address of the DHT (default: the first TCP listen host, port 7420)",
+    )
+    run.add_argument(
+        "--bootstrap",
+        metavar="HOST:PORT",
+        type=_address("tcp"),
+        action="append",
+        default=[],
+        help="a DHT node to join through (repeatable; the saved routing table is used too)",
+    )
+    run.add_argument("--no-dht", action="store_true", help="do not run the DHT")
+    run.add_argument(
         "--connect",
         metavar="ADDRESS",
         type=_address("tcp"),
@@ -112,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     node_id = commands.add_parser("id", help="print this node's id (creating the identity)")
     _add_common(node_id)
     cli_store.register(commands, _add_common)
+    cli_dht.register(commands, _add_common)
     cli_node.register(commands, _add_common)
     for entry_point in entry_points(group=PLUGIN_GROUP):
         entry_point.load()(commands, _add_common)
@@ -142,14 +167,33 @@ def _listen_addresses(args: argparse.Namespace) -> tuple[StreamAddress, ...]:
     return (*tcp, *ws)
 
 
+def _dht_config(
+    args: argparse.Namespace, listen: tuple[StreamAddress, ...], data_dir: Path
+) -> DhtConfig:
+    if args.dht_listen is not None:
+        bind = args.dht_listen.host_port
+    else:
+        host = listen[0].host if listen else DEFAULT_TCP_LISTEN.host
+        bind = (host, DEFAULT_DHT_PORT)
+    if not is_loopback(bind[0]):
+        log.warning("the DHT listens on %s:%d: reachable from other machines", *bind)
+    return DhtConfig(
+        bind=bind,
+        bootstrap=tuple(address.host_port for address in args.bootstrap),
+        state_file=data_dir / DHT_STATE_FILE,
+    )
+
+
 async def _run_node(args: argparse.Namespace) -> int:
     data_dir = resolve_data_dir(args.data_dir)
     identity = load_or_create_identity(data_dir)
     keys = _capability_keys(args.network_key_file)
+    listen = _listen_addresses(args)
     config = NodeConfig(
-        listen=_listen_addresses(args),
+        listen=listen,
         capability_keys=keys,
         allow_open=not keys,
+        dht=None if args.no_dht else _dht_config(args, listen, data_dir),
         control=True,
         data_dir=data_dir,
     )
@@ -160,6 +204,9 @@ async def _run_node(args: argparse.Namespace) -> int:
             print(f"node id {identity.node_id.hex()}", flush=True)
             for address in bound:
                 print(f"listening {address}", flush=True)
+            if node.dht is not None and node.dht.local_address is not None:
+                host, port = node.dht.local_address
+                print(f"dht udp://{host}:{port}", flush=True)
             for address in args.connect:
                 nursery.start_soon(_dial_and_report, node, address)
             async for signum in signals:

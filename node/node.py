@@ -23,7 +23,9 @@ from typing import Final
 import attrs
 import trio
 
+from dht.service import DhtService
 from node.control import ControlServer, ControlStartError, register_node_commands
+from node.dht_commands import register_dht_commands
 from node.network import HostPort, Network, StreamAddress
 from node.peer import KEEPALIVE_INTERVAL_SECONDS, ExtensionHandler, PeerConnection, PeerGone
 from node.supervisor import Service, supervise
@@ -56,11 +58,28 @@ class NodeConfig:
     allow_open: bool = True
     max_peers: int = 500
     agent: str = AGENT
+    dht: DhtConfig | None = None
+    """Run the Kademlia DHT (a datagram endpoint) when set."""
     control: bool = False
     """Serve the local control channel (`<data_dir>/control.sock`, see node.control) so
     commands like `kinswarm status` reach this node. Off by default: tests and the simulator
     run many nodes without data directories."""
     data_dir: Path | None = None
+
+
+@attrs.frozen
+class DhtConfig:
+    bind: HostPort
+    """Where the DHT's datagram endpoint listens (UDP on real networks)."""
+    bootstrap: tuple[HostPort, ...] = ()
+    state_file: Path | None = None
+    """Where the routing table is saved at shutdown and reloaded at start."""
+    announce_port: int | None = None
+    """The stream port peers should dial when they find us as a provider."""
+    paths: int = 1
+    """Disjoint lookup paths (S/Kademlia); 1 is plain Kademlia."""
+    announce_interval: float = 30 * 60.0
+    """How often each provided key is announced again (spread over the interval)."""
 
 
 class Node:
@@ -78,6 +97,22 @@ class Node:
         self._on_disconnected: list[PeerCallback] = []
         self._nursery: trio.Nursery | None = None
         self.service_crashes = 0
+        self.provided_keys: dict[bytes, None] = {}
+        """Keys (container ids) this node announces in the DHT, in insertion order."""
+        self.dht: DhtService | None = None
+        if config.dht is not None:
+            self.dht = DhtService(
+                network=network,
+                identity=identity,
+                bind=config.dht.bind,
+                bootstrap=config.dht.bootstrap,
+                state_file=config.dht.state_file,
+                provided_keys=lambda: list(self.provided_keys),
+                announce_port=config.dht.announce_port,
+                paths=config.dht.paths,
+                announce_interval=config.dht.announce_interval,
+            )
+            self.add_service("dht", self.dht.run)
         self.control: ControlServer | None = None
         """The control server when `config.control`: services register commands on it."""
         if config.control:
@@ -85,6 +120,8 @@ class Node:
                 raise ValueError("NodeConfig.control needs a data_dir")
             self.control = ControlServer(config.data_dir)
             register_node_commands(self.control, self)
+            if self.dht is not None:
+                register_dht_commands(self.control, self.dht)
 
     @property
     def node_id(self) -> bytes:
@@ -130,6 +167,9 @@ class Node:
                             self._supervised, f"listen {address}", self._listener(address)
                         )
                         self.listen_addresses.append(bound)
+                    if self.dht is not None and self.dht.announce_port is None:
+                        tcp = [a for a in self.listen_addresses if a.transport == "tcp"]
+                        self.dht.announce_port = tcp[0].port if tcp else None
                     services = [("keepalive", self._keepalive), *self._services]
                     for name, service in services:
                         what = f"start {name}"

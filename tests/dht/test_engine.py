@@ -114,10 +114,16 @@ def test_unverified_contacts_are_queried_but_not_tabled() -> None:
     assert isinstance(reply, Reply) and isinstance(reply.result, Nodes)
     returned = decode_contacts(reply.result.nodes)
     assert len(returned) == 5
-    a.learn(returned, net.now)  # verification pings go out; only answers admit them
-    assert all(c.node_id not in a.table for c in returned)
+    assert all(c.node_id not in a.table for c in returned)  # mentioned is not verified
+    sent_before = a.traffic.datagrams_sent - a.traffic.requests_answered
+    for contact in returned:  # a lookup queries them: the query carries the challenge
+        a.request(
+            contact.address, FindNode(a.node_id), net.now, lambda o: None, node_id=contact.node_id
+        )
     net.deliver()
     assert all(c.node_id in a.table for c in returned)
+    requests_sent = a.traffic.datagrams_sent - a.traffic.requests_answered - sent_before
+    assert requests_sent == 5, "verified without extra requests"
 
 
 def test_tokens_bind_announces_to_the_asking_address() -> None:

@@ -177,3 +177,16 @@ def test_disjoint_paths_survive_a_path_captured_by_liars() -> None:
 def test_no_seeds_means_done_with_nothing() -> None:
     lookup = Lookup(b"\x01" * 32, [], now=0.0, own_id=b"\x00" * 32)
     assert lookup.next_queries(0.0) == [] and lookup.done and lookup.results() == []
+
+
+def test_the_soft_deadline_is_honoured_exactly_at_large_clock_values() -> None:
+    """At t ~ 1e6 s, `now - sent_at >= timeout` can be false at `sent_at + timeout`: tick()
+    must use the same arithmetic as next_deadline() or its caller spins at one instant."""
+    network = make_network(50, seed=12)
+    for sent in (1_000_003.0, 1_000_003.1, 1_234_567.891):
+        lookup = Lookup(b"\x01" * 32, list(network.values())[:5], now=sent, own_id=b"\x00" * 32)
+        lookup.next_queries(sent)
+        deadline = lookup.next_deadline()
+        assert deadline is not None
+        lookup.tick(deadline)
+        assert lookup.next_deadline() is None or lookup.next_deadline() > deadline
