@@ -130,9 +130,15 @@ class Simulation:
     async def _run_node(
         self, sim_host: SimHost, node: Node, *, task_status: trio.TaskStatus[list[StreamAddress]]
     ) -> None:
-        with trio.CancelScope() as scope:
-            sim_host.scope = scope
-            await node.run(task_status=task_status)
+        incarnation = sim_host.host.incarnation
+        try:
+            with trio.CancelScope() as scope:
+                sim_host.scope = scope
+                await node.run(task_status=task_status)
+        except BaseException:
+            if sim_host.host.incarnation == incarnation:
+                raise  # the node failed by itself: that is a bug the run must show
+            # Anything still unwinding in a host that was killed is irrelevant.
         if sim_host.node is node:
             sim_host.node = None
 
@@ -140,10 +146,13 @@ class Simulation:
         """Kill the host: sockets break (peers see resets), the node's tasks are cancelled."""
         if not sim_host.host.alive:
             return
-        self.world.crash(sim_host.host)
-        sim_host.crashes += 1
+        # Cancel first, then break the sockets: tasks woken by a dead socket would otherwise
+        # run on and see errors before their cancellation, and a killed process runs no more
+        # code at all.
         if sim_host.scope is not None:
             sim_host.scope.cancel()
+        self.world.crash(sim_host.host)
+        sim_host.crashes += 1
         sim_host.node = None
         sim_host.network = None
 

@@ -14,6 +14,7 @@ keys whose announcer is still running.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import attrs
@@ -135,17 +136,27 @@ async def run_dht(simulation: Simulation, params: ScenarioParams, *, churn: bool
     return _metrics(tally, simulation, running)
 
 
+ASKER_DIED = (trio.ClosedResourceError, trio.BrokenResourceError, RuntimeError)
+"""What a call into a node's DHT raises when the node is killed while it runs."""
+
+
 async def _announce_soon(node: Node, key: bytes, delay: float) -> None:
     await trio.sleep(delay)
     if node.dht is not None and node.dht.engine is not None:
-        await node.dht.announce(key)
+        with contextlib.suppress(*ASKER_DIED):
+            await node.dht.announce(key)
 
 
 async def _provider_lookup(asker: SimHost, key: bytes, announcer: SimHost, tally: Tally) -> None:
     node = asker.node
     if node is None or node.dht is None or node.dht.engine is None:
         return
-    result = await node.dht.find_providers(key, want=1)
+    try:
+        result = await node.dht.find_providers(key, want=1)
+    except ASKER_DIED:
+        return  # the asking node was killed mid-lookup: nothing to count
+    if not asker.alive:
+        return
     expected = announcer.node.node_id if announcer.node is not None else None
     found = any(p.node_id == expected for p in result.providers)
     tally.provider_lookups.append(
@@ -158,7 +169,12 @@ async def _node_lookup(asker: SimHost, target: bytes, truth: SimHost, tally: Tal
     if node is None or node.dht is None or node.dht.engine is None or truth.node is None:
         return
     expected = truth.node.node_id
-    results, _ = await node.dht.find_node(target)
+    try:
+        results, _ = await node.dht.find_node(target)
+    except ASKER_DIED:
+        return
+    if not asker.alive:
+        return
     tally.node_lookups.append(
         bool(results and results[0].node_id == expected) or expected == node.node_id
     )
