@@ -131,6 +131,9 @@ class DhtService:
         self.local_address: HostPort | None = None
         self._wakeup = trio.Event()
         self._timer_deadline = math.inf
+        self._phases: dict[bytes, float] = {}
+        """Each provided key's place in the announce interval (hashing it every tick for a
+        100,000-container node would cost more than the announces)."""
         self._announced_at: dict[bytes, float] = {}
         self._own_records: dict[bytes, MutableRecord | ImmutableRecord] = {}
         self._started_at = 0.0
@@ -264,16 +267,19 @@ class DhtService:
         if self.provided_keys is None or self.announce_port is None:
             return []
         due = []
-        cycle_start = now - (now % ANNOUNCE_INTERVAL_SECONDS)
+        interval = self.announce_interval
+        cycle_start = now - (now % interval)
+        phases = self._phases
+        announced = self._announced_at
         for key in self.provided_keys():
-            phase = _phase(key, self.identity.node_id) * ANNOUNCE_INTERVAL_SECONDS
-            slot = (
-                cycle_start + phase
-                if cycle_start + phase <= now
-                else (cycle_start + phase - ANNOUNCE_INTERVAL_SECONDS)
-            )
-            if self._announced_at.get(key, -math.inf) < slot:
-                self._announced_at[key] = now
+            phase = phases.get(key)
+            if phase is None:
+                phase = phases[key] = _phase(key, self.identity.node_id) * interval
+            slot = cycle_start + phase
+            if slot > now:
+                slot -= interval  # this cycle's moment has not come: the last one counts
+            if announced.get(key, -math.inf) < slot:
+                announced[key] = now
                 due.append(key)
         return due
 
