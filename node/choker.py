@@ -1,0 +1,310 @@
+"""Who we upload to: tit-for-tat unchoking, one decision per connection.
+
+We cannot upload to everyone at once (each stream would be too slow to matter), so a few peers
+are *unchoked* at a time. The rules are BitTorrent's, as refined by mainline and libtorrent:
+
+* **Reciprocation** (while we download): every `rechoke_interval_s` (10 s) the `slots` regular
+  unchoke slots go to the interested peers that upload to us fastest. Peers who give get.
+* **Optimistic unchoke**: one more interested, choked peer, chosen at random and kept for
+  `optimistic_interval_s` (30 s). It is how a newcomer with nothing to trade gets its first
+  pieces and how we discover peers faster than our current partners. Newly connected peers are
+  `new_peer_weight` (3) times as likely to be chosen, as in BitTorrent, because they are the
+  ones with nothing to offer yet.
+* **Seeding** (we only upload): download rates mean nothing, so slots go to the peers we upload
+  to fastest (they use the bandwidth best) — but a peer that has held a slot for
+  `seed_rotation_s` yields it to the peer that has waited longest, so every interested peer is
+  served in turn and pieces spread through the swarm rather than to one fast peer.
+
+A decision covers a whole connection (every container it carries): reciprocation is between
+peers, not per file.
+
+**Slots.** `slots = clamp(min_slots, upload_capacity // per_slot_rate, max_slots)`: 4 by
+default (BitTorrent's figure), growing with our upload capacity so that each unchoked peer gets
+about `per_slot_rate` (256 KiB/s — a 16 KiB block every ~60 ms, enough that the peer's rate
+measurement sees us and its TCP window stays open), up to 50 (beyond that, per-connection
+overhead dominates and rate estimates get noisy).
+
+Between rechokes `update` only fills vacancies (an unchoked peer left or lost interest) and
+replaces an optimistic peer that went away; it chokes no one, so decisions stay stable.
+
+Never: no I/O, no clock, no global random. The caller passes `now` and a `random.Random`; the
+same inputs and generator state give the same decision. Iteration is over the caller's list
+(its order is part of the input) and dicts, never sets.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+from typing import Final
+
+import attrs
+
+__all__ = [
+    "DEFAULT_NEW_PEER_S",
+    "DEFAULT_OPTIMISTIC_INTERVAL_S",
+    "DEFAULT_PER_SLOT_RATE",
+    "DEFAULT_RATE_WINDOW_S",
+    "DEFAULT_RECHOKE_INTERVAL_S",
+    "DEFAULT_SEED_ROTATION_S",
+    "MAX_SLOTS",
+    "MIN_SLOTS",
+    "ChokeDecision",
+    "Choker",
+    "PeerRecord",
+    "RateMeter",
+]
+
+DEFAULT_RECHOKE_INTERVAL_S: Final = 10.0
+"""BitTorrent's rechoke period: long enough for TCP to reach full speed on a new unchoke and
+for rates to mean something, short enough to react to a peer that stops giving."""
+DEFAULT_OPTIMISTIC_INTERVAL_S: Final = 30.0
+"""Three rechoke periods, as in BitTorrent: the optimistic peer gets time to prove itself."""
+DEFAULT_SEED_ROTATION_S: Final = 30.0
+"""While seeding, a slot is held at most this long while others wait."""
+DEFAULT_NEW_PEER_S: Final = 60.0
+"""A peer connected this recently counts as new for the optimistic draw."""
+DEFAULT_NEW_PEER_WEIGHT: Final = 3
+MIN_SLOTS: Final = 4
+MAX_SLOTS: Final = 50
+DEFAULT_PER_SLOT_RATE: Final = 256 * 1024
+"""Bytes/s of our upload each regular slot should get (see the module docstring)."""
+DEFAULT_RATE_WINDOW_S: Final = 20
+"""Rates are averaged over 20 s: two rechoke periods, so one burst does not win a slot."""
+
+
+@attrs.frozen
+class PeerRecord:
+    """What the choker needs to know about one connection, as plain values."""
+
+    node_id: bytes
+    interested: bool
+    """They want data from us."""
+    choked: bool = True
+    """We currently choke them."""
+    download_rate_from_them: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))
+    """Bytes/s they sent us over the last 20 s (a RateMeter)."""
+    upload_rate_to_them: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))
+    last_unchoked: float | None = None
+    """When their current (or, if choked, most recent) unchoke began; None if never."""
+    connected_at: float = 0.0
+
+
+@attrs.frozen
+class ChokeDecision:
+    unchoke: tuple[bytes, ...]
+    """Currently choked peers to unchoke now."""
+    choke: tuple[bytes, ...]
+    """Currently unchoked peers to choke now."""
+    regular: tuple[bytes, ...]
+    """Peers holding regular slots after this decision, best first."""
+    optimistic: bytes | None
+    next_update: float
+    """Call `update` again no later than this (the next rechoke)."""
+
+
+class Choker:
+    """Sans-IO choker. Call `update` at least at `next_deadline()` and whenever a peer connects,
+    disconnects or changes interest; apply the decision's unchoke/choke lists."""
+
+    def __init__(
+        self,
+        *,
+        upload_capacity: float | None = None,
+        seeding: bool = False,
+        per_slot_rate: float = DEFAULT_PER_SLOT_RATE,
+        rechoke_interval_s: float = DEFAULT_RECHOKE_INTERVAL_S,
+        optimistic_interval_s: float = DEFAULT_OPTIMISTIC_INTERVAL_S,
+        seed_rotation_s: float = DEFAULT_SEED_ROTATION_S,
+        new_peer_s: float = DEFAULT_NEW_PEER_S,
+        new_peer_weight: int = DEFAULT_NEW_PEER_WEIGHT,
+    ) -> None:
+        if per_slot_rate <= 0 or rechoke_interval_s <= 0 or optimistic_interval_s <= 0:
+            raise ValueError("rates and intervals must be positive")
+        if new_peer_weight < 1:
+            raise ValueError("new_peer_weight must be at least 1")
+        self.upload_capacity = upload_capacity
+        self.seeding = seeding
+        """Set when every download is complete: slots then rotate among the peers we serve."""
+        self.per_slot_rate = per_slot_rate
+        self.rechoke_interval_s = rechoke_interval_s
+        self.optimistic_interval_s = optimistic_interval_s
+        self.seed_rotation_s = seed_rotation_s
+        self.new_peer_s = new_peer_s
+        self.new_peer_weight = new_peer_weight
+        self._next_rechoke: float | None = None
+        self._regular: list[bytes] = []
+        self._optimistic: bytes | None = None
+        self._optimistic_until = -math.inf
+
+    @property
+    def slots(self) -> int:
+        """Regular unchoke slots (the optimistic one comes on top)."""
+        if self.upload_capacity is None:
+            return MIN_SLOTS
+        wanted = int(self.upload_capacity // self.per_slot_rate)
+        return max(MIN_SLOTS, min(wanted, MAX_SLOTS))
+
+    def next_deadline(self) -> float | None:
+        """When the next rechoke is due (None before the first update)."""
+        return self._next_rechoke
+
+    def update(self, peers: Sequence[PeerRecord], now: float, rng: random.Random) -> ChokeDecision:
+        """Decide who is unchoked. A full rechoke when one is due (O(p log p) for p peers),
+        otherwise only vacancies are filled."""
+        by_id: dict[bytes, PeerRecord] = {}
+        for record in peers:
+            if record.node_id in by_id:
+                raise ValueError("a peer appears twice")
+            by_id[record.node_id] = record
+        if self._next_rechoke is None or now >= self._next_rechoke:
+            target = self._rechoke(peers, by_id, now, rng)
+            self._next_rechoke = now + self.rechoke_interval_s
+            choke = tuple(r.node_id for r in peers if not r.choked and r.node_id not in target)
+        else:
+            target = self._fill(peers, by_id, now, rng)
+            choke = ()
+        unchoke = tuple(r.node_id for r in peers if r.choked and r.node_id in target)
+        return ChokeDecision(
+            unchoke=unchoke,
+            choke=choke,
+            regular=tuple(self._regular),
+            optimistic=self._optimistic,
+            next_update=self._next_rechoke,
+        )
+
+    def _rechoke(
+        self,
+        peers: Sequence[PeerRecord],
+        by_id: dict[bytes, PeerRecord],
+        now: float,
+        rng: random.Random,
+    ) -> dict[bytes, None]:
+        keep = self._optimistic
+        if keep is not None:
+            record = by_id.get(keep)
+            if record is None or not record.interested or now >= self._optimistic_until:
+                keep = None
+        ranked = self._rank([r for r in peers if r.interested and r.node_id != keep], now, rng)
+        self._regular = [r.node_id for r in ranked[: self.slots]]
+        if keep is None:
+            self._choose_optimistic(peers, now, rng)
+        return self._target()
+
+    def _fill(
+        self,
+        peers: Sequence[PeerRecord],
+        by_id: dict[bytes, PeerRecord],
+        now: float,
+        rng: random.Random,
+    ) -> dict[bytes, None]:
+        self._regular = [node for node in self._regular if node in by_id and by_id[node].interested]
+        optimistic = self._optimistic
+        if optimistic is not None and (optimistic not in by_id or not by_id[optimistic].interested):
+            self._optimistic = None
+        if len(self._regular) < self.slots:
+            taken = self._target()
+            waiting = [r for r in peers if r.interested and r.node_id not in taken]
+            for record in self._rank(waiting, now, rng)[: self.slots - len(self._regular)]:
+                self._regular.append(record.node_id)
+        if self._optimistic is None:
+            self._choose_optimistic(peers, now, rng)
+        return self._target()
+
+    def _target(self) -> dict[bytes, None]:
+        target = dict.fromkeys(self._regular)
+        if self._optimistic is not None:
+            target[self._optimistic] = None
+        return target
+
+    def _rank(
+        self, candidates: list[PeerRecord], now: float, rng: random.Random
+    ) -> list[PeerRecord]:
+        """Best first. One random draw per candidate breaks ties (at start every rate is 0,
+        and ordering by node id would favour the same peers forever)."""
+        keyed: list[tuple[tuple[float, ...], float, PeerRecord]]
+        if not self.seeding:
+            keyed = [((-r.download_rate_from_them,), rng.random(), r) for r in candidates]
+        else:
+            keyed = [(self._seed_key(r, now), rng.random(), r) for r in candidates]
+        keyed.sort(key=lambda item: (item[0], item[1]))
+        return [record for _, _, record in keyed]
+
+    def _seed_key(self, record: PeerRecord, now: float) -> tuple[float, ...]:
+        """Seeding order: fast peers whose turn is not over, then those waiting longest (never
+        unchoked first), then peers whose turn is over."""
+        if not record.choked:
+            since = record.last_unchoked if record.last_unchoked is not None else now
+            if now - since < self.seed_rotation_s:
+                return (0, -record.upload_rate_to_them)
+            return (2, -record.upload_rate_to_them)
+        waited_since = record.last_unchoked if record.last_unchoked is not None else -math.inf
+        return (1, waited_since)
+
+    def _choose_optimistic(
+        self, peers: Sequence[PeerRecord], now: float, rng: random.Random
+    ) -> None:
+        """A weighted draw among choked interested peers without a regular slot."""
+        regular = dict.fromkeys(self._regular)
+        candidates = [r for r in peers if r.interested and r.choked and r.node_id not in regular]
+        self._optimistic = None
+        if not candidates:
+            return
+        weights = [
+            self.new_peer_weight if now - r.connected_at < self.new_peer_s else 1
+            for r in candidates
+        ]
+        draw = rng.randrange(sum(weights))
+        for record, weight in zip(candidates, weights, strict=True):
+            if draw < weight:
+                self._optimistic = record.node_id
+                break
+            draw -= weight
+        self._optimistic_until = now + self.optimistic_interval_s
+
+
+class RateMeter:
+    """Bytes per second over a sliding window, in one-second buckets.
+
+    Memory is `window_s` integers whatever the traffic. The current second is partly filled, so
+    the window holds between `window_s - 1` and `window_s` seconds of data; dividing by the full
+    window under-reports by at most 1/window_s (5 %), which is the same for every peer and so
+    does not change who wins a slot. A meter created with `start` divides by the time since then
+    while that is shorter than the window, so a new connection's rate is not diluted.
+    """
+
+    __slots__ = ("_buckets", "_seconds", "_start", "_window", "total")
+
+    def __init__(self, window_s: int = DEFAULT_RATE_WINDOW_S, *, start: float | None = None):
+        if window_s < 1:
+            raise ValueError("the window is at least one second")
+        self._window = window_s
+        self._buckets = [0] * window_s
+        self._seconds: list[int | None] = [None] * window_s
+        self._start = start
+        self.total = 0
+        """Bytes ever added."""
+
+    def add(self, nbytes: int, now: float) -> None:
+        """O(1)."""
+        second = math.floor(now)
+        i = second % self._window
+        if self._seconds[i] != second:
+            self._seconds[i] = second
+            self._buckets[i] = 0
+        self._buckets[i] += nbytes
+        self.total += nbytes
+
+    def rate(self, now: float) -> float:
+        """Bytes/s. O(window_s)."""
+        second = math.floor(now)
+        oldest = second - self._window + 1
+        total = 0
+        for stamp, amount in zip(self._seconds, self._buckets, strict=True):
+            if stamp is not None and oldest <= stamp <= second:
+                total += amount
+        span = float(self._window)
+        if self._start is not None:
+            span = min(span, max(1.0, now - self._start))
+        return total / span

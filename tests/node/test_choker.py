@@ -1,0 +1,196 @@
+"""The choker: reciprocation, optimistic rotation, seeding rotation, determinism; the rate meter.
+
+Swarms are written as strings: `swarm("9i 5i 7- 3i")` is four peers p0..p3 with download rates
+9, 5, 7, 3 (KiB/s from them), `i` for interested and `-` for not. `run` replays rechokes every
+10 s and applies each decision to the records, as a connection would.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import attrs
+import pytest
+
+from node.choker import ChokeDecision, Choker, PeerRecord, RateMeter
+
+
+def swarm(spec: str, *, connected_at: float = -1000.0) -> list[PeerRecord]:
+    peers = []
+    for i, word in enumerate(spec.split()):
+        rate = float(word[:-1]) * 1024
+        peers.append(
+            PeerRecord(
+                node_id=b"p%d" % i,
+                interested=word[-1] == "i",
+                download_rate_from_them=rate,
+                upload_rate_to_them=rate,
+                connected_at=connected_at,
+            )
+        )
+    return peers
+
+
+def apply(peers: list[PeerRecord], decision: ChokeDecision, now: float) -> list[PeerRecord]:
+    out = []
+    for record in peers:
+        if record.node_id in decision.unchoke:
+            record = attrs.evolve(record, choked=False, last_unchoked=now)
+        elif record.node_id in decision.choke:
+            record = attrs.evolve(record, choked=True)
+        out.append(record)
+    return out
+
+
+def run(
+    choker: Choker, peers: list[PeerRecord], seconds: float, seed: int = 0
+) -> list[ChokeDecision]:
+    rng = random.Random(seed)
+    decisions = []
+    now = 0.0
+    while now <= seconds:
+        decision = choker.update(peers, now, rng)
+        peers[:] = apply(peers, decision, now)
+        decisions.append(decision)
+        now += choker.rechoke_interval_s
+    return decisions
+
+
+def unchoked(peers: list[PeerRecord]) -> set[bytes]:
+    return {r.node_id for r in peers if not r.choked}
+
+
+def test_regular_slots_go_to_the_four_fastest_interested_peers() -> None:
+    peers = swarm("9i 5i 7- 3i 8i 1i 6i 2i")
+    decision = Choker().update(peers, 0.0, random.Random(1))
+    assert decision.regular == (b"p0", b"p4", b"p6", b"p1")  # 9, 8, 6, 5; p2 is not interested
+    assert decision.optimistic in {b"p3", b"p5", b"p7"}
+    assert set(decision.unchoke) == {*decision.regular, decision.optimistic}
+    assert decision.choke == ()
+    assert decision.next_update == 10.0
+
+
+def test_a_peer_that_stops_giving_loses_its_slot_at_the_next_rechoke() -> None:
+    choker = Choker()
+    rng = random.Random(0)
+    peers = swarm("9i 5i 7i 3i 8i 4i")
+    peers = apply(peers, choker.update(peers, 0.0, rng), 0.0)
+    peers[0] = attrs.evolve(peers[0], download_rate_from_them=0.0)
+    assert choker.update(peers, 5.0, rng).choke == ()  # no choking between rechokes
+    decision = choker.update(peers, 10.0, rng)
+    assert b"p0" not in decision.regular
+    assert b"p0" in decision.choke
+
+
+def test_uninterested_peers_are_never_unchoked() -> None:
+    decisions = run(Choker(), swarm("9- 5- 7i"), 120.0)
+    for decision in decisions:
+        assert set(decision.unchoke) <= {b"p2"}
+        assert decision.optimistic != b"p0" and decision.optimistic != b"p1"
+
+
+def test_optimistic_unchoke_rotates_every_30_seconds() -> None:
+    peers = swarm("9i 8i 7i 6i " + "1i " * 8)
+    decisions = run(Choker(), peers, 300.0, seed=3)
+    optimistic = [d.optimistic for d in decisions]  # one entry per 10 s
+    for start in range(0, len(optimistic) - 2, 3):
+        assert optimistic[start] == optimistic[start + 1] == optimistic[start + 2]
+    changes = sum(a != b for a, b in zip(optimistic[::3], optimistic[3::3], strict=False))
+    assert changes == len(optimistic[::3]) - 1  # a choked peer is chosen: never the same twice
+    assert len(set(optimistic)) > 4
+    assert all(o not in d.regular for o, d in zip(optimistic, decisions, strict=True))
+
+
+def test_new_peers_are_three_times_as_likely_to_be_optimistic() -> None:
+    wins: Counter[bytes] = Counter()
+    for seed in range(3000):
+        peers = swarm("9i 8i 7i 6i 0i 0i 0i")  # p4..p6 compete for the optimistic slot
+        peers[4] = attrs.evolve(peers[4], connected_at=-5.0)  # connected 5 s ago
+        wins[Choker().update(peers, 0.0, random.Random(seed)).optimistic or b""] += 1
+    assert 0.52 < wins[b"p4"] / 3000 < 0.68  # 3 / (3 + 1 + 1) = 0.6
+
+
+def test_vacancies_are_filled_between_rechokes() -> None:
+    choker = Choker()
+    rng = random.Random(0)
+    peers = swarm("9i 8i 7i 6i 5i 4i")
+    peers = apply(peers, choker.update(peers, 0.0, rng), 0.0)
+    gone = peers.pop(0)
+    decision = choker.update(peers, 3.0, rng)
+    assert gone.node_id not in decision.regular and len(decision.regular) == 4
+    assert decision.choke == ()
+    assert len(decision.unchoke) == 1
+    assert decision.next_update == 10.0
+
+
+def test_seeding_rotation_serves_every_peer() -> None:
+    peers = swarm(" ".join(f"{rate}i" for rate in (50, 40, 30, 20, 10, 5, 4, 3, 2, 1, 1, 1)))
+    peers = [attrs.evolve(r, download_rate_from_them=0.0) for r in peers]  # we only seed
+    served: dict[bytes, int] = {}
+    longest_wait = 0.0
+    rng = random.Random(9)
+    choker = Choker(seeding=True)
+    now = 0.0
+    while now <= 600.0:
+        decision = choker.update(peers, now, rng)
+        peers = apply(peers, decision, now)
+        for record in peers:
+            if not record.choked:
+                served[record.node_id] = served.get(record.node_id, 0) + 1
+            elif record.last_unchoked is not None:
+                longest_wait = max(longest_wait, now - record.last_unchoked)
+        now += 10.0
+    assert set(served) == {r.node_id for r in peers}
+    assert longest_wait <= 120.0
+    assert max(served.values()) - min(served.values()) <= 10  # roughly even turns
+
+
+def test_seeding_prefers_fast_peers_within_their_turn() -> None:
+    choker = Choker(seeding=True)
+    rng = random.Random(2)
+    peers = swarm("1i 1i 1i 1i 1i 1i")
+    first = choker.update(peers, 0.0, rng)
+    peers = apply(peers, first, 0.0)
+    peers = [attrs.evolve(r, upload_rate_to_them=float(i)) for i, r in enumerate(peers)]
+    again = choker.update(peers, 10.0, rng).regular
+    assert set(again) == set(first.regular)  # nobody's turn is over yet
+    assert list(again) == sorted(first.regular, reverse=True)  # fastest upload first
+
+
+def test_decisions_are_deterministic_for_a_seed() -> None:
+    spec = "9i 5i 7- 3i 8i 1i 6i 2i 0i 0i 4i"
+    first = run(Choker(), swarm(spec), 200.0, seed=42)
+    again = run(Choker(), swarm(spec), 200.0, seed=42)
+    other = run(Choker(), swarm(spec), 200.0, seed=43)
+    assert first == again
+    assert first != other
+
+
+@pytest.mark.parametrize(
+    ("capacity", "slots"),
+    [(None, 4), (100 * 1024, 4), (2 * 1024 * 1024, 8), (10 * 1024 * 1024, 40), (1e9, 50)],
+)
+def test_slots_scale_with_upload_capacity(capacity: float | None, slots: int) -> None:
+    choker = Choker(upload_capacity=capacity)
+    assert choker.slots == slots
+    peers = swarm(" ".join(["5i"] * 60))
+    decision = choker.update(peers, 0.0, random.Random(0))
+    assert len(decision.regular) == slots and decision.optimistic is not None
+
+
+def test_rate_meter_averages_over_twenty_seconds() -> None:
+    meter = RateMeter()
+    for second in range(40):
+        meter.add(1000, second + 0.5)
+    assert meter.rate(39.9) == pytest.approx(1000.0)
+    assert meter.rate(45.0) == pytest.approx(700.0)  # seconds 26-45: 14 had traffic
+    assert meter.rate(100.0) == 0.0
+    assert meter.total == 40_000
+
+
+def test_rate_meter_does_not_dilute_a_new_connection() -> None:
+    meter = RateMeter(start=100.0)
+    meter.add(5000, 100.2)
+    meter.add(5000, 101.5)
+    assert meter.rate(102.0) == pytest.approx(5000.0)
