@@ -82,6 +82,7 @@ class PeerConnection:
         self._ping_sent_at: dict[int, float] = {}
         self._handlers: dict[str, ExtensionHandler] = {}
         self._writer_wakeup = trio.Event()
+        self._send_lock = trio.StrictFIFOLock()
         self._drained = trio.Event()
         self._open = trio.Event()
         self._closed = trio.Event()
@@ -202,6 +203,13 @@ class PeerConnection:
                 await self._stream.aclose()
 
     async def _flush(self) -> None:
+        """Send what the core queued. The reader (pongs), the writer and aclose all flush:
+        the lock keeps their sends from overlapping, and taking the data inside it keeps the
+        encrypted frames in the order their nonces were assigned."""
+        async with self._send_lock:
+            await self._send_queued()
+
+    async def _send_queued(self) -> None:
         data = self.core.data_to_send()
         if data:
             try:

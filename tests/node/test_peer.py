@@ -209,3 +209,30 @@ async def test_aclose_never_raises_when_the_peer_is_already_gone() -> None:
         alice.core.send_extension("ks.test", b"x" * 100_000)  # queue, then close into a dead peer
         await alice.aclose("duplicate connection")  # must not raise PeerGone
         assert alice.close_reason == "duplicate connection"
+
+
+async def test_reader_and_writer_never_send_at_once() -> None:
+    """Pongs (sent by the reader) and bulk messages (sent by the writer) interleave on one
+    stream without two `send_all` calls overlapping."""
+    alice, bob, start_relays = make_pair()
+    got: list[bytes] = []
+
+    async def on_test(peer: PeerConnection, payload: bytes) -> None:
+        got.append(payload)
+
+    bob.set_extension_handler("ks.test", on_test)
+    async with trio.open_nursery() as nursery:
+        start_relays(nursery)
+        await handshake_both(alice, bob)
+        nursery.start_soon(alice.run)
+        nursery.start_soon(bob.run)
+        with trio.fail_after(5):
+            for index in range(200):
+                await alice.send_extension("ks.test", bytes([index % 256]) * 20_000)
+                if index % 10 == 0:
+                    await bob.ping()  # bob's reader answers alice's pings while writing
+                    await alice.ping()
+            while len(got) < 200:  # noqa: ASYNC110 - counting arrivals
+                await trio.sleep(0.01)
+        await alice.aclose("done")
+    assert len(got) == 200

@@ -1,0 +1,948 @@
+"""The swarm engine: downloading and seeding containers over the node's connections.
+
+BitTorrent keeps a swarm per torrent. Here one authenticated connection per remote node carries
+every container both sides care about: the `ks.swarm` extension (docs/protocol.md §5) runs an
+index exchange (a Bloom summary of what each side holds, then increments and wants), per-file
+availability (HaveAll / Bitfield / Have), block requests with Merkle proofs, and choking, which
+is decided per connection. The algorithms are sans-IO cores: `PiecePicker` (rarest first,
+partial pieces first, endgame), `Choker` (tit-for-tat with an optimistic slot), `IndexExchange`.
+This module is the Trio shell that feeds them.
+
+A download goes through three states. **metadata**: the manifest (and the piece layers of files
+longer than a piece) come from a peer that holds the container, each checked against its hash;
+**transfer**: blocks arrive with proofs, each verified before it is kept, complete pieces go to
+the store in batches (verified again, written, fsynced, then marked held); **complete**: the
+store moved the files into place, the container is announced (DHT provider record) and seeded.
+
+Tasks (in the engine's nursery, itself a supervised node service): the piece writer, the choker,
+request timeouts, PEX, one uploader per connection, and discovery per download.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import attrs
+import trio
+
+from node.choker import Choker, PeerRecord
+from node.network import StreamAddress
+from node.node import Node
+from node.peer import PeerConnection, PeerGone
+from node.picker import BlockRequest, BlockStatus, PickerError, PiecePicker, piece_layout
+from node.swarm.session import STRIKES_TO_BAN, Session
+from node.swarm.storeapi import SwarmStore
+from node.swarm.transfer import FileDownload, PieceCache, check_manifest
+from wire.container import Manifest, decode_manifest
+from wire.errors import DecodeError, ProtocolError
+from wire.index import IndexExchange, LocalIndex, PeerHolds, PeerWants
+from wire.merkle import BLOCK_SIZE, MAX_PIECE_LENGTH, check_piece_layer
+from wire.swarm import (
+    EXTENSION_NAME,
+    EXTENSION_VERSION,
+    MANIFEST_CHUNK,
+    MAX_LAYER_HASHES,
+    MAX_PEX_PEERS,
+    Bitfield,
+    Block,
+    Cancel,
+    Choke,
+    GetLayer,
+    GetManifest,
+    Have,
+    HaveAll,
+    HaveContainer,
+    HaveNone,
+    Holding,
+    Interested,
+    Layer,
+    NotInterested,
+    PeerAddress,
+    Pex,
+    Reject,
+    RejectReason,
+    Request,
+    Summary,
+    Unchoke,
+    UnknownMessage,
+    Wants,
+    decode,
+    encode,
+    encode_block_header,
+)
+from wire.swarm import Manifest as ManifestChunk
+
+log = logging.getLogger("kinswarm.swarm")
+
+REQUEST_TIMEOUT_SECONDS: Final = 30.0
+TIMEOUT_CHECK_SECONDS: Final = 5.0
+PEX_PERIOD_SECONDS: Final = 60.0
+DISCOVERY_PERIOD_SECONDS: Final = 30.0
+BAN_SECONDS: Final = 3600.0
+MIN_DEPTH: Final = 16
+MAX_DEPTH: Final = 256
+WRITE_BATCH_BYTES: Final = 8 * 1024 * 1024
+MAX_PEERS_PER_DOWNLOAD: Final = 40
+
+
+@attrs.define(eq=False)
+class Download:
+    """One container being fetched."""
+
+    container_id: bytes
+    download_dir: Path
+    state: str = "metadata"
+    manifest: Manifest | None = None
+    manifest_bytes: bytearray = attrs.Factory(bytearray)
+    manifest_total: int | None = None
+    layers: dict[bytes, list[bytes]] = attrs.Factory(dict)
+    """Piece layers being fetched (root → hashes so far)."""
+    files: dict[bytes, FileDownload] = attrs.Factory(dict)
+    total_bytes: int = 0
+    held_bytes: int = 0
+    received_bytes: int = 0
+    started_at: float = 0.0
+    finished_at: float | None = None
+    done: trio.Event = attrs.Factory(trio.Event)
+    error: str | None = None
+    peers_hint: list[StreamAddress] = attrs.Factory(list)
+    pex: dict[bytes, PeerAddress] = attrs.Factory(dict)
+    """Candidates learned by peer exchange (verified by handshake when dialled)."""
+    metadata_from: bytes | None = None
+
+    def progress(self) -> dict[str, Any]:
+        return {
+            "container_id": self.container_id.hex(),
+            "name": self.manifest.name if self.manifest else None,
+            "state": self.state,
+            "total_bytes": self.total_bytes,
+            "held_bytes": self.held_bytes,
+            "received_bytes": self.received_bytes,
+            "error": self.error,
+        }
+
+
+class SwarmEngine:
+    def __init__(
+        self,
+        node: Node,
+        store: SwarmStore,
+        *,
+        download_dir: Path,
+        upload_capacity: float | None = None,
+    ) -> None:
+        self.node = node
+        self.network = node.network
+        self.store = store
+        self.download_dir = download_dir
+        self.local = LocalIndex()
+        self.picker = PiecePicker(seed=node.network.random.getrandbits(64))
+        self.choker = Choker(upload_capacity=upload_capacity, seeding=True)
+        self.cache = PieceCache()
+        self.sessions: dict[bytes, Session] = {}
+        self.downloads: dict[bytes, Download] = {}
+        self.files: dict[bytes, FileDownload] = {}
+        self.banned: dict[bytes, float] = {}
+        self.blocks_rejected = 0
+        self.pieces_written = 0
+        self._root_downloads: dict[bytes, list[Download]] = {}
+        self._writes_send, self._writes_receive = trio.open_memory_channel[
+            tuple[FileDownload, int, bytes]
+        ](64)
+        self._nursery: trio.Nursery | None = None
+        self._choke_wakeup = trio.Event()
+        self._listeners: list[Callable[[Download], None]] = []
+        node.register_extension(EXTENSION_NAME, EXTENSION_VERSION, self._on_message)
+        node.on_peer_connected(self._on_connected)
+        node.on_peer_disconnected(self._on_disconnected)
+        node.add_service("swarm", self.run)
+
+    # -- the service ------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        records = await self.network.run_blocking(self.store.list_containers)
+        complete = [r.id for r in records if r.state == "complete"]
+        self.local.held_added(complete)
+        for container_id in complete:
+            self.node.provided_keys[container_id] = None
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._writer)
+            nursery.start_soon(self._choke_loop)
+            nursery.start_soon(self._timeout_loop)
+            nursery.start_soon(self._pex_loop)
+            for record in records:
+                if record.state != "complete":
+                    self._start(record.id, [], have_manifest=True)
+            for session in list(self.sessions.values()):
+                nursery.start_soon(self._uploader, session)
+                await self._flush_index(session)
+            task_status.started()
+        self._nursery = None
+
+    async def share(self, container_id: bytes) -> None:
+        """Seed a complete container the store gained while we run (`kinswarm add`)."""
+        if self.local.holds(container_id):
+            return
+        self.local.held_added([container_id])
+        self.node.provided_keys[container_id] = None
+        for session in list(self.sessions.values()):
+            await self._flush_index(session)
+        if self.node.dht is not None and self._nursery is not None:
+            self._nursery.start_soon(self._announce_provider, container_id)
+
+    def on_progress(self, listener: Callable[[Download], None]) -> None:
+        self._listeners.append(listener)
+
+    async def get(self, container_id: bytes, *, peers: Sequence[StreamAddress] = ()) -> Download:
+        """Start (or join) fetching a container; returns its Download (await `done`)."""
+        existing = self.downloads.get(container_id)
+        if existing is not None:
+            existing.peers_hint.extend(peers)
+            return existing
+        record = await self.network.run_blocking(self.store.get, container_id)
+        if record is not None and record.state == "complete":
+            download = Download(container_id, self.download_dir, state="complete")
+            download.done.set()
+            return download
+        return self._start(container_id, peers, have_manifest=record is not None)
+
+    def _start(
+        self, container_id: bytes, peers: Sequence[StreamAddress], *, have_manifest: bool
+    ) -> Download:
+        download = Download(container_id, self.download_dir, peers_hint=list(peers))
+        download.started_at = self.network.now()
+        self.downloads[container_id] = download
+        self.local.want([container_id])
+        if self._nursery is not None:
+            if have_manifest:
+                self._nursery.start_soon(self._resume, download)
+            self._nursery.start_soon(self._discover, download)
+            for session in list(self.sessions.values()):
+                self._nursery.start_soon(self._flush_index, session)
+        return download
+
+    async def _resume(self, download: Download) -> None:
+        """A download the store already knows (imported, or interrupted): skip metadata."""
+        manifest = await self.network.run_blocking(self.store.manifest, download.container_id)
+        download.manifest = manifest
+        await self._begin_transfer(download, added=True)
+
+    # -- connections --------------------------------------------------------------------------
+
+    async def _on_connected(self, peer: PeerConnection) -> None:
+        if self.banned.get(peer.node_id, -math.inf) > self.network.now():
+            if self._nursery is not None:
+                self._nursery.start_soon(peer.aclose, "banned for sending bad blocks")
+            return
+        if EXTENSION_NAME not in peer.core.extensions:
+            return
+        session = Session(peer, IndexExchange(self.local), self.network.now())
+        self.sessions[peer.node_id] = session
+        if self._nursery is not None:
+            self._nursery.start_soon(self._uploader, session)
+            self._nursery.start_soon(self._flush_index, session)
+
+    async def _on_disconnected(self, peer: PeerConnection) -> None:
+        session = self.sessions.pop(peer.node_id, None) if peer.remote else None
+        if session is None:
+            return
+        session.index.close()
+        self.picker.peer_left(peer.node_id)
+        session.in_flight.clear()
+        session.upload_wakeup.set()
+        for other in list(self.sessions.values()):
+            if other.am_interested and not other.peer_choking and self._nursery is not None:
+                self._nursery.start_soon(self._fill_requests, other)
+
+    async def _send(self, session: Session, message: Any) -> None:
+        with contextlib.suppress(PeerGone):
+            await session.peer.send_extension(EXTENSION_NAME, encode(message))
+
+    async def _flush_index(self, session: Session) -> None:
+        for message in session.index.flush():
+            await self._send(session, message)
+
+    # -- incoming messages --------------------------------------------------------------------
+
+    async def _on_message(self, peer: PeerConnection, payload: bytes) -> None:
+        session = self.sessions.get(peer.node_id)
+        if session is None:
+            return
+        try:
+            message = decode(payload)
+        except UnknownMessage:
+            return  # a newer peer's message: skip it
+        now = self.network.now()
+        if isinstance(message, Block):
+            await self._on_block(session, message, now)
+        elif isinstance(message, Request):
+            self._on_request(session, message)
+        elif isinstance(message, Summary | Holding | Wants):
+            session.index.receive(message)
+            await self._index_events(session)
+            await self._flush_index(session)
+        elif isinstance(message, HaveContainer):
+            session.index.receive(message)
+            await self._index_events(session)
+        elif isinstance(message, HaveAll | HaveNone | Bitfield | Have):
+            self._on_availability(session, message)
+            await self._update_interest(session)
+        elif isinstance(message, Choke):
+            session.peer_choking = True
+            for root, block in list(session.in_flight):
+                self._release(session, root, block)
+        elif isinstance(message, Unchoke):
+            session.peer_choking = False
+            await self._fill_requests(session)
+        elif isinstance(message, Interested):
+            session.peer_interested = True
+            self._choke_wakeup.set()  # a free slot can be filled now, not at the next round
+        elif isinstance(message, NotInterested):
+            session.peer_interested = False
+        elif isinstance(message, Cancel):
+            session.cancel_upload(message.root, message.block_index)
+        elif isinstance(message, Reject):
+            self._release(session, message.root, message.block_index)
+            await self._fill_requests(session)
+        elif isinstance(message, GetManifest):
+            await self._serve_manifest(session, message)
+        elif isinstance(message, ManifestChunk):
+            await self._on_manifest(session, message)
+        elif isinstance(message, GetLayer):
+            await self._serve_layer(session, message)
+        elif isinstance(message, Layer):
+            await self._on_layer(session, message)
+        elif isinstance(message, Pex):
+            self._on_pex(message)
+
+    async def _index_events(self, session: Session) -> None:
+        for event in session.index.take_events():
+            if isinstance(event, PeerWants):
+                for container_id in event.container_ids:
+                    if self.local.holds(container_id):
+                        await self._send_holdings(session, container_id)
+            elif isinstance(event, PeerHolds):
+                await self._peer_holds(session, event)
+
+    async def _send_holdings(self, session: Session, container_id: bytes) -> None:
+        """Answer a want for a container we hold: we hold all of it."""
+        await self._send(session, HaveContainer(container_id, True, (), (), ()))
+        manifest = await self.network.run_blocking(self.store.manifest, container_id)
+        session.roots_seen.update(e.root for e in manifest.files if e.root is not None)
+
+    async def _peer_holds(self, session: Session, event: PeerHolds) -> None:
+        download = self.downloads.get(event.container_id)
+        if download is None:
+            return
+        session.holdings[event.container_id] = event.have
+        if download.state == "metadata" and download.metadata_from is None:
+            download.metadata_from = session.node_id
+            session.manifests[download.container_id] = 0
+            await self._send(session, GetManifest(download.container_id, 0))
+        await self._apply_holdings(session, download)
+
+    async def _apply_holdings(self, session: Session, download: Download) -> None:
+        """Feed what the peer holds of `download` to the picker (once its roots are known)."""
+        have = session.holdings.get(download.container_id)
+        if have is None or download.state != "transfer":
+            return
+        listed = {*have.have_all, *have.have_none, *(b.root for b in have.partial)}
+        for root in self._roots_of(download):
+            session.roots_seen.add(root)
+            if root in have.have_all or (have.held_default and root not in listed):
+                self._peer_has_all(session, root)
+        for bitfield in have.partial:
+            self._on_availability(session, bitfield)
+        await self._update_interest(session)
+
+    def _roots_of(self, download: Download) -> list[bytes]:
+        if download.manifest is None:
+            return []
+        return [e.root for e in download.manifest.files if e.root is not None]
+
+    # -- availability and interest ------------------------------------------------------------
+
+    def _peer_has_all(self, session: Session, root: bytes) -> None:
+        session.roots_seen.add(root)
+        if root in self.files:
+            self.picker.peer_has_all(session.node_id, root)
+            if not self.picker.is_complete(root):
+                session.useful.add(root)
+
+    def _on_availability(self, session: Session, message: Any) -> None:
+        root = message.root
+        session.roots_seen.add(root)
+        file = self.files.get(root)
+        if isinstance(message, HaveAll):
+            self._peer_has_all(session, root)
+            return
+        if file is None or isinstance(message, HaveNone):
+            return
+        if message.piece_length != file.piece_length:
+            return  # counted in another piece length: ask again later (rare)
+        try:
+            if isinstance(message, Bitfield):
+                self.picker.peer_bitfield(session.node_id, root, message.bits)
+                wanted = any(
+                    message.bits[p // 8] & (0x80 >> (p % 8)) and not self.picker.has_piece(root, p)
+                    for p in range(file.piece_count)
+                )
+            else:
+                self.picker.peer_has(session.node_id, root, message.piece)
+                wanted = not self.picker.has_piece(root, message.piece)
+        except (PickerError, IndexError):
+            return
+        if wanted:
+            session.useful.add(root)
+
+    async def _update_interest(self, session: Session) -> None:
+        session.useful = {
+            r for r in session.useful if r in self.files and not self.picker.is_complete(r)
+        }
+        interested = bool(session.useful)
+        if interested != session.am_interested:
+            session.am_interested = interested
+            await self._send(session, Interested() if interested else NotInterested())
+        if interested and not session.peer_choking:
+            await self._fill_requests(session)
+
+    # -- requesting -------------------------------------------------------------------------
+
+    def _depth(self, session: Session) -> int:
+        rtt = session.peer.round_trip_seconds or 0.2
+        rate = session.downloaded.rate(self.network.now())
+        return max(MIN_DEPTH, min(MAX_DEPTH, math.ceil(rate * (rtt + 0.25) / BLOCK_SIZE)))
+
+    async def _fill_requests(self, session: Session) -> None:
+        if session.peer_choking or not session.am_interested:
+            return
+        room = self._depth(session) - len(session.in_flight)
+        if room <= 0:
+            return
+        now = self.network.now()
+        for request in self.picker.pick(session.node_id, room, now, self.network.random):
+            file = self.files.get(request.root)
+            if file is None:
+                continue
+            try:
+                self.picker.mark_requested(session.node_id, request, now)
+            except PickerError:
+                continue
+            block_index = file.file_block(request.piece, request.block)
+            session.in_flight[(request.root, block_index)] = now
+            await self._send(session, Request(request.root, block_index, file.height))
+
+    def _release(self, session: Session, root: bytes, block_index: int) -> None:
+        if session.in_flight.pop((root, block_index), None) is None:
+            return
+        file = self.files.get(root)
+        if file is not None:
+            piece, block = file.split(block_index)
+            self.picker.request_failed(session.node_id, BlockRequest(root, piece, block))
+
+    async def _on_block(self, session: Session, message: Block, now: float) -> None:
+        size = len(message.data)
+        session.bytes_down += size
+        session.downloaded.add(size, now)
+        session.in_flight.pop((message.root, message.block_index), None)
+        file = self.files.get(message.root)
+        if file is None:
+            return
+        piece, block = file.split(message.block_index)
+        if not file.accept(message.block_index, message.data, message.proof):
+            self.blocks_rejected += 1
+            await self._strike(session, f"block {message.block_index} failed its proof")
+            return
+        request = BlockRequest(message.root, piece, block)
+        try:
+            outcome = self.picker.block_received(session.node_id, request)
+        except PickerError:
+            return
+        if outcome.status is not BlockStatus.ACCEPTED:
+            return
+        for download in self._root_downloads.get(message.root, []):
+            download.received_bytes += size
+        for other in outcome.cancel:
+            other_session = self.sessions.get(other)
+            if other_session is not None:
+                other_session.in_flight.pop((message.root, message.block_index), None)
+                await self._send(other_session, Cancel(message.root, message.block_index))
+        if outcome.piece_complete:
+            data = file.complete_piece(piece)
+            if data is not None:
+                await self._writes_send.send((file, piece, data))
+        await self._fill_requests(session)
+
+    async def _strike(self, session: Session, reason: str) -> None:
+        session.strikes += 1
+        log.info("peer %s: %s (strike %d)", session.node_id.hex()[:16], reason, session.strikes)
+        if session.strikes >= STRIKES_TO_BAN:
+            self.banned[session.node_id] = self.network.now() + BAN_SECONDS
+            await session.peer.aclose(f"banned: {reason}")
+
+    # -- writing ----------------------------------------------------------------------------
+
+    async def _writer(self) -> None:
+        """Batch verified pieces into the store (one fsync per file, one commit per batch)."""
+        while True:
+            batch = [await self._writes_receive.receive()]
+            size = len(batch[0][2])
+            while size < WRITE_BATCH_BYTES:
+                try:
+                    item = self._writes_receive.receive_nowait()
+                except trio.WouldBlock:
+                    break
+                batch.append(item)
+                size += len(item[2])
+            by_length: dict[int, list[tuple[FileDownload, int, bytes]]] = {}
+            for item in batch:
+                by_length.setdefault(item[0].piece_length, []).append(item)
+            for piece_length, items in by_length.items():
+                pieces = [(file.root, piece, data) for file, piece, data in items]
+                result = await self.network.run_blocking(
+                    functools.partial(self.store.write_pieces, pieces, piece_length=piece_length)
+                )
+                refused = set(result.refused)
+                for file, piece, data in items:
+                    if (file.root, piece) in refused:
+                        for peer in self.picker.piece_failed(file.root, piece):
+                            offender = self.sessions.get(peer)
+                            if offender is not None:
+                                await self._strike(offender, f"piece {piece} failed")
+                        continue
+                    self.pieces_written += 1
+                    self.picker.piece_verified(file.root, piece)
+                    await self._announce_piece(file, piece, len(data))
+                for container_id in result.completed:
+                    await self._finished(container_id)
+
+    async def _announce_piece(self, file: FileDownload, piece: int, size: int) -> None:
+        for download in self._root_downloads.get(file.root, []):
+            download.held_bytes += size
+            self._notify(download)
+        have = Have(file.root, file.piece_length, piece)
+        for session in list(self.sessions.values()):
+            if file.root in session.roots_seen:
+                await self._send(session, have)
+        if self.picker.is_complete(file.root):
+            for session in list(self.sessions.values()):
+                if file.root in session.useful:
+                    await self._update_interest(session)
+
+    async def _finished(self, container_id: bytes) -> None:
+        download = self.downloads.get(container_id)
+        self.local.unwant([container_id])
+        self.local.held_added([container_id])
+        self.node.provided_keys[container_id] = None
+        if download is not None:
+            download.state = "complete"
+            download.finished_at = self.network.now()
+            for root in self._roots_of(download):
+                waiting = [d for d in self._root_downloads.get(root, []) if d is not download]
+                if waiting:
+                    self._root_downloads[root] = waiting
+                else:
+                    self._root_downloads.pop(root, None)
+                    self.files.pop(root, None)
+            self._notify(download)
+            download.done.set()
+        for session in list(self.sessions.values()):
+            await self._flush_index(session)
+            await self._update_interest(session)
+        if self.node.dht is not None and self._nursery is not None:
+            self._nursery.start_soon(self._announce_provider, container_id)
+
+    async def _announce_provider(self, container_id: bytes) -> None:
+        dht = self.node.dht
+        if dht is not None and dht.engine is not None and dht.announce_port is not None:
+            with contextlib.suppress(RuntimeError, trio.ClosedResourceError):
+                await dht.announce(container_id)
+
+    def _notify(self, download: Download) -> None:
+        for listener in self._listeners:
+            listener(download)
+
+    # -- metadata: manifests and layers -------------------------------------------------------
+
+    async def _serve_manifest(self, session: Session, message: GetManifest) -> None:
+        if not self.local.holds(message.container_id):
+            await self._send(session, ManifestChunk(message.container_id, 0, 0, b""))
+            return
+        manifest = await self.network.run_blocking(self.store.manifest, message.container_id)
+        data = manifest.encode()
+        if message.offset > len(data):
+            return
+        chunk = data[message.offset : message.offset + MANIFEST_CHUNK]
+        await self._send(
+            session, ManifestChunk(message.container_id, message.offset, len(data), chunk)
+        )
+
+    async def _on_manifest(self, session: Session, message: ManifestChunk) -> None:
+        download = self.downloads.get(message.container_id)
+        if download is None or download.state != "metadata":
+            return
+        if message.total_length == 0 or message.offset != len(download.manifest_bytes):
+            download.metadata_from = None  # this peer cannot help: another will be asked
+            return
+        download.manifest_bytes += message.data
+        download.manifest_total = message.total_length
+        if len(download.manifest_bytes) < message.total_length:
+            await self._send(
+                session, GetManifest(message.container_id, len(download.manifest_bytes))
+            )
+            return
+        data = bytes(download.manifest_bytes)
+        download.manifest_bytes = bytearray()
+        if not check_manifest(download.container_id, data):
+            await self._strike(session, "sent a manifest that does not match the id")
+            download.metadata_from = None
+            return
+        try:
+            download.manifest = decode_manifest(data)
+        except DecodeError as exc:
+            await self._strike(session, f"sent a bad manifest: {exc}")
+            download.metadata_from = None
+            return
+        download.state = "layers"
+        await self._fetch_layers(session, download)
+
+    async def _fetch_layers(self, session: Session, download: Download) -> None:
+        manifest = download.manifest
+        assert manifest is not None
+        for entry in manifest.files:
+            if (
+                entry.root is not None
+                and entry.length > manifest.piece_length
+                and (entry.root not in download.layers)
+            ):
+                download.layers[entry.root] = []
+                await self._send(session, GetLayer(entry.root, manifest.piece_length, 0))
+        if all(self._layer_done(download, root) for root in download.layers):
+            await self._begin_transfer(download, added=False)
+
+    def _layer_done(self, download: Download, root: bytes) -> bool:
+        manifest = download.manifest
+        assert manifest is not None
+        entry = next(e for e in manifest.files if e.root == root)
+        return len(download.layers[root]) == -(-entry.length // manifest.piece_length)
+
+    async def _serve_layer(self, session: Session, message: GetLayer) -> None:
+        try:
+            layer = await self.network.run_blocking(
+                self.store.piece_layer, message.root, message.piece_length
+            )
+        except Exception:
+            layer = []
+        hashes = tuple(layer[message.offset : message.offset + MAX_LAYER_HASHES])
+        await self._send(session, Layer(message.root, message.piece_length, message.offset, hashes))
+
+    async def _on_layer(self, session: Session, message: Layer) -> None:
+        for download in list(self.downloads.values()):
+            so_far = download.layers.get(message.root)
+            if so_far is None or download.state != "layers" or download.manifest is None:
+                continue
+            if message.offset != len(so_far) or not message.hashes:
+                continue
+            so_far.extend(message.hashes)
+            entry = next(e for e in download.manifest.files if e.root == message.root)
+            pieces = -(-entry.length // download.manifest.piece_length)
+            if len(so_far) < pieces:
+                await self._send(session, GetLayer(message.root, message.piece_length, len(so_far)))
+                continue
+            try:
+                check_piece_layer(
+                    so_far, message.root, entry.length, download.manifest.piece_length
+                )
+            except DecodeError:
+                await self._strike(session, "sent a piece layer that does not match the root")
+                download.layers[message.root] = []
+                continue
+            if all(self._layer_done(download, root) for root in download.layers):
+                await self._begin_transfer(download, added=False)
+
+    async def _begin_transfer(self, download: Download, *, added: bool) -> None:
+        manifest = download.manifest
+        assert manifest is not None
+        if not added:
+            now = self.network.now()  # read here: the call below runs on a worker thread
+            try:
+                await self.network.run_blocking(
+                    lambda: self.store.add_container(
+                        manifest, download.layers, download.download_dir, complete=False, now=now
+                    )
+                )
+            except Exception as exc:  # a store error ends this download only
+                download.state = "failed"
+                download.error = str(exc)
+                download.done.set()
+                return
+        download.state = "transfer"
+        download.total_bytes = manifest.total_length
+        piece_length = manifest.piece_length
+        for entry in manifest.files:
+            if entry.root is None:
+                continue
+            held = await self.network.run_blocking(self.store.held, entry.root, piece_length)
+            done = sum(
+                min(piece_length, entry.length - p * piece_length)
+                for p in range(held.count)
+                if held.bits[p // 8] & (0x80 >> (p % 8))
+            )
+            download.held_bytes += done
+            self._root_downloads.setdefault(entry.root, []).append(download)
+            if entry.root in self.files or done == entry.length:
+                continue
+            layer = (
+                [entry.root]
+                if entry.length <= piece_length
+                else await self.network.run_blocking(
+                    self.store.piece_layer, entry.root, piece_length
+                )
+            )
+            file = FileDownload(entry.root, entry.length, piece_length, layer)
+            self.files[entry.root] = file
+            count, per_piece, last = piece_layout(entry.length, piece_length)
+            self.picker.add_file(
+                entry.root, count, per_piece, last_piece_blocks=last, have=held.bits
+            )
+        self._notify(download)
+        if download.held_bytes == download.total_bytes:
+            await self._finished(download.container_id)
+            return
+        for session in list(self.sessions.values()):
+            await self._apply_holdings(session, download)
+            await self._flush_index(session)  # our want goes out; HaveContainer answers it
+
+    # -- uploading ----------------------------------------------------------------------------
+
+    def _on_request(self, session: Session, message: Request) -> None:
+        if session.am_choking:
+            self._reject_soon(session, message, RejectReason.CHOKED)
+        elif not session.queue_upload(message):
+            self._reject_soon(session, message, RejectReason.OVERLOADED)
+
+    def _reject_soon(self, session: Session, message: Request, reason: RejectReason) -> None:
+        if self._nursery is not None:
+            self._nursery.start_soon(
+                self._send, session, Reject(message.root, message.block_index, int(reason))
+            )
+
+    async def _uploader(self, session: Session) -> None:
+        """Serve one peer's requests in order, from the piece cache."""
+        while session.node_id in self.sessions:
+            if not session.uploads:
+                session.upload_wakeup = trio.Event()
+                await session.upload_wakeup.wait()
+                continue
+            request = session.uploads.popleft()
+            if session.am_choking:
+                await self._send(
+                    session, Reject(request.root, request.block_index, int(RejectReason.CHOKED))
+                )
+                continue
+            payload = await self._block_payload(request)
+            if payload is None:
+                await self._send(
+                    session, Reject(request.root, request.block_index, int(RejectReason.NOT_HELD))
+                )
+                continue
+            try:
+                await session.peer.send_extension(EXTENSION_NAME, payload)
+            except PeerGone:
+                return
+            size = len(payload)
+            session.bytes_up += size
+            session.uploaded.add(size, self.network.now())
+
+    async def _block_payload(self, request: Request) -> bytes | None:
+        """The Block message for a request, or None if we cannot serve it.
+
+        The proof height names the requester's piece: 16 KiB << height bytes (for a file no
+        longer than that, the whole file). Serving in that piece length needs nothing but
+        the request, whatever piece length we store the file in."""
+        height = request.proof_height
+        piece_length = BLOCK_SIZE << height
+        if piece_length > MAX_PIECE_LENGTH:
+            return None
+        piece, block = divmod(request.block_index, piece_length // BLOCK_SIZE)
+        cached = self.cache.lookup(request.root, piece_length, piece)
+        if cached is None:
+            try:
+                data = await self.network.run_blocking(
+                    lambda: self.store.read_piece(request.root, piece, piece_length=piece_length)
+                )
+            except Exception:
+                return None
+            cached = self.cache.insert(request.root, piece_length, piece, data)
+        if block * BLOCK_SIZE >= len(cached.data):
+            return None
+        view, proof = PieceCache.block_with_proof(cached, block, height)
+        return encode_block_header(request.root, request.block_index, proof) + bytes(view)
+
+    # -- choking, timeouts, PEX, discovery -----------------------------------------------------
+
+    async def _choke_loop(self) -> None:
+        while True:
+            now = self.network.now()
+            self.choker.seeding = not self.files
+            records = [
+                PeerRecord(
+                    node_id=session.node_id,
+                    interested=session.peer_interested,
+                    choked=session.am_choking,
+                    download_rate_from_them=session.downloaded.rate(now),
+                    upload_rate_to_them=session.uploaded.rate(now),
+                    last_unchoked=session.last_unchoked,
+                    connected_at=session.connected_at,
+                )
+                for session in self.sessions.values()
+            ]
+            decision = self.choker.update(records, now, self.network.random)
+            for node_id in decision.choke:
+                session = self.sessions.get(node_id)
+                if session is not None:
+                    session.am_choking = True
+                    session.uploads.clear()
+                    await self._send(session, Choke())
+            for node_id in decision.unchoke:
+                session = self.sessions.get(node_id)
+                if session is not None:
+                    session.am_choking = False
+                    session.last_unchoked = now
+                    await self._send(session, Unchoke())
+            with trio.move_on_at(max(decision.next_update, now + 0.5)):
+                await self._choke_wakeup.wait()
+            self._choke_wakeup = trio.Event()
+
+    async def _timeout_loop(self) -> None:
+        while True:
+            await trio.sleep(TIMEOUT_CHECK_SECONDS)
+            now = self.network.now()
+            for session in list(self.sessions.values()):
+                late = [
+                    key
+                    for key, sent in session.in_flight.items()
+                    if sent + REQUEST_TIMEOUT_SECONDS <= now
+                ]
+                for root, block_index in late:
+                    session.in_flight.pop((root, block_index), None)
+                    file = self.files.get(root)
+                    if file is not None:
+                        piece, block = file.split(block_index)
+                        self.picker.request_timed_out(
+                            session.node_id, BlockRequest(root, piece, block)
+                        )
+                if late:
+                    await self._fill_requests(session)
+
+    async def _pex_loop(self) -> None:
+        while True:
+            await trio.sleep(PEX_PERIOD_SECONDS)
+            for container_id, download in list(self.downloads.items()):
+                if download.state == "complete":
+                    continue
+                for session in list(self.sessions.values()):
+                    others = [
+                        self._address_of(other)
+                        for other in self.sessions.values()
+                        if other is not session and other.index.peer_may_hold(container_id)
+                    ]
+                    added = tuple(a for a in others if a is not None)[:MAX_PEX_PEERS]
+                    if added and session.index.peer_may_hold(container_id):
+                        await self._send(session, Pex(container_id, added, ()))
+
+    def _address_of(self, session: Session) -> PeerAddress | None:
+        hello = session.peer.hello
+        if hello is None:
+            return None
+        host = session.peer.remote_address.rsplit(":", 1)[0].strip("[]")
+        for text in hello.listen:
+            try:
+                address = StreamAddress.parse(text)
+            except ValueError:
+                continue
+            if address.transport == "tcp":
+                try:
+                    return PeerAddress(session.node_id, host, address.port)
+                except (ValueError, DecodeError):
+                    return None
+        return None
+
+    def _on_pex(self, message: Pex) -> None:
+        download = self.downloads.get(message.container_id)
+        if download is None:
+            return
+        for address in message.added:
+            if address.node_id != self.node.node_id and len(download.pex) < 500:
+                download.pex[address.node_id] = address
+
+    async def _discover(self, download: Download) -> None:
+        """Find and dial peers for a download: given addresses, DHT providers, PEX."""
+        while download.state not in ("complete", "failed"):
+            candidates: list[tuple[StreamAddress, bytes | None]] = [
+                (address, None) for address in download.peers_hint
+            ]
+            dht = self.node.dht
+            if dht is not None and dht.engine is not None:
+                try:
+                    found = await dht.find_providers(download.container_id, want=30)
+                    candidates += [
+                        (StreamAddress("tcp", p.host, p.port), p.node_id) for p in found.providers
+                    ]
+                except (RuntimeError, trio.ClosedResourceError):
+                    pass
+            candidates += [
+                (StreamAddress("tcp", a.host, a.port), a.node_id) for a in download.pex.values()
+            ]
+            async with trio.open_nursery() as nursery:
+                for address, node_id in candidates[:MAX_PEERS_PER_DOWNLOAD]:
+                    if node_id is not None and (
+                        node_id in self.sessions or node_id == self.node.node_id
+                    ):
+                        continue
+                    nursery.start_soon(self._dial, address, node_id)
+            with trio.move_on_after(DISCOVERY_PERIOD_SECONDS):
+                await download.done.wait()
+
+    async def _dial(self, address: StreamAddress, node_id: bytes | None) -> None:
+        if node_id is not None and self.banned.get(node_id, -math.inf) > self.network.now():
+            return
+        try:
+            with trio.move_on_after(20):
+                await self.node.connect(address, expected_node_id=node_id)
+        except (OSError, PeerGone, ProtocolError):
+            pass
+
+    # -- status ----------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        now = self.network.now()
+        return {
+            "downloads": [d.progress() for d in self.downloads.values()],
+            "held_containers": self.local.held_count,
+            "peers": [
+                {
+                    "node_id": s.node_id.hex(),
+                    "address": s.peer.remote_address,
+                    "choking_them": s.am_choking,
+                    "choked_by_them": s.peer_choking,
+                    "interested": s.am_interested,
+                    "interesting": s.peer_interested,
+                    "download_rate": round(s.downloaded.rate(now)),
+                    "upload_rate": round(s.uploaded.rate(now)),
+                    "bytes_down": s.bytes_down,
+                    "bytes_up": s.bytes_up,
+                    "in_flight": len(s.in_flight),
+                }
+                for s in self.sessions.values()
+            ],
+            "pieces_written": self.pieces_written,
+            "blocks_rejected": self.blocks_rejected,
+        }

@@ -1,0 +1,159 @@
+"""Moving file data: the downloader's per-file state and the uploader's piece cache.
+
+Both work in the container's piece length. A block travels with the sibling hashes from its
+leaf up to its piece (`proof_height` levels), so the receiver checks it against one hash of the
+piece layer it already verified against the file's root; a file no longer than one piece is
+its own piece and its root is the trusted hash. A block that does not verify is pinned on the
+peer that sent it, before anything is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from typing import Final
+
+import attrs
+
+from wire.merkle import (
+    BLOCK_SIZE,
+    block_count,
+    hash_blocks,
+    piece_height,
+    subtree_proof,
+    tree_height,
+    verify_block,
+)
+
+CACHE_BYTES: Final = 64 * 1024 * 1024
+"""Pieces kept in memory by the uploader: a peer asks for a piece's blocks one after the
+other, so one read (and one hashing of the piece) serves them all."""
+
+
+def proof_height(length: int, piece_length: int) -> int:
+    """Levels from a block to the hash that checks it (its piece, or the root)."""
+    return min(piece_height(piece_length), tree_height(block_count(length)))
+
+
+@attrs.define(eq=False)
+class FileDownload:
+    """One file (root) being fetched, in the container's piece length."""
+
+    root: bytes
+    length: int
+    piece_length: int
+    layer: list[bytes]
+    """The piece layer, verified against the root (`[root]` for a one-piece file)."""
+    blocks_per_piece: int = 0
+    height: int = 0
+    pieces: dict[int, bytearray] = attrs.Factory(dict)
+    received: dict[int, set[int]] = attrs.Factory(dict)
+    """Blocks received (and verified) per piece not yet written."""
+
+    def __attrs_post_init__(self) -> None:
+        self.blocks_per_piece = self.piece_length // BLOCK_SIZE
+        self.height = proof_height(self.length, self.piece_length)
+
+    @property
+    def piece_count(self) -> int:
+        return -(-self.length // self.piece_length)
+
+    def piece_size(self, piece: int) -> int:
+        return min(self.piece_length, self.length - piece * self.piece_length)
+
+    def blocks_in(self, piece: int) -> int:
+        return -(-self.piece_size(piece) // BLOCK_SIZE)
+
+    def file_block(self, piece: int, block: int) -> int:
+        return piece * self.blocks_per_piece + block
+
+    def split(self, file_block: int) -> tuple[int, int]:
+        return divmod(file_block, self.blocks_per_piece)
+
+    def accept(self, file_block: int, data: memoryview | bytes, proof: tuple[bytes, ...]) -> bool:
+        """Verify a block; keep it if good. Returns False for a bad block (pin it on the
+        sender), True for a good one (also if it was already here)."""
+        piece, block = self.split(file_block)
+        if not 0 <= piece < self.piece_count or block >= self.blocks_in(piece):
+            return False
+        expected = min(BLOCK_SIZE, self.piece_size(piece) - block * BLOCK_SIZE)
+        if len(data) != expected or len(proof) != self.height:
+            return False
+        if not verify_block(data, file_block, proof, self.layer[piece]):
+            return False
+        buffer = self.pieces.get(piece)
+        if buffer is None:
+            buffer = self.pieces[piece] = bytearray(self.piece_size(piece))
+            self.received[piece] = set()
+        start = block * BLOCK_SIZE
+        buffer[start : start + len(data)] = data
+        self.received[piece].add(block)
+        return True
+
+    def complete_piece(self, piece: int) -> bytes | None:
+        """The piece's bytes if every block is in (and forgets them)."""
+        if len(self.received.get(piece, ())) != self.blocks_in(piece):
+            return None
+        self.received.pop(piece)
+        return bytes(self.pieces.pop(piece))
+
+    def forget(self, piece: int) -> None:
+        self.pieces.pop(piece, None)
+        self.received.pop(piece, None)
+
+
+@attrs.define(eq=False)
+class _CachedPiece:
+    data: bytes
+    leaves: list[bytes]
+
+
+class PieceCache:
+    """The uploader's LRU of pieces with their leaf hashes, to serve blocks with proofs."""
+
+    def __init__(self, limit_bytes: int = CACHE_BYTES) -> None:
+        self._pieces: OrderedDict[tuple[bytes, int, int], _CachedPiece] = OrderedDict()
+        self._bytes = 0
+        self._limit = limit_bytes
+        self.hits = 0
+        self.misses = 0
+
+    def lookup(self, root: bytes, piece_length: int, piece: int) -> _CachedPiece | None:
+        cached = self._pieces.get((root, piece_length, piece))
+        if cached is not None:
+            self._pieces.move_to_end((root, piece_length, piece))
+            self.hits += 1
+        return cached
+
+    def insert(self, root: bytes, piece_length: int, piece: int, data: bytes) -> _CachedPiece:
+        self.misses += 1
+        cached = _CachedPiece(data, hash_blocks(data))
+        key = (root, piece_length, piece)
+        if key not in self._pieces:
+            self._pieces[key] = cached
+            self._bytes += len(data)
+        while self._bytes > self._limit and len(self._pieces) > 1:
+            _, old = self._pieces.popitem(last=False)
+            self._bytes -= len(old.data)
+        return cached
+
+    @staticmethod
+    def block_with_proof(
+        cached: _CachedPiece, block: int, height: int
+    ) -> tuple[memoryview, list[bytes]]:
+        start = block * BLOCK_SIZE
+        data = memoryview(cached.data)[start : start + BLOCK_SIZE]
+        return data, subtree_proof(cached.leaves, block, height)
+
+    def drop_root(self, root: bytes) -> None:
+        for key in [k for k in self._pieces if k[0] == root]:
+            self._bytes -= len(self._pieces.pop(key).data)
+
+
+def container_key(container_id: bytes) -> bytes:
+    """The DHT key a container's providers are announced under: its id."""
+    return container_id
+
+
+def check_manifest(container_id: bytes, data: bytes) -> bool:
+    return hashlib.sha256(data).digest() == container_id

@@ -1,0 +1,60 @@
+"""Nodes with a store and a swarm engine, on real loopback TCP, for the swarm tests."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import trio
+
+from node.hashing import build_container
+from node.network import StreamAddress
+from node.node import Node, NodeConfig
+from node.realnet import TrioNetwork
+from node.store import Store
+from node.swarm.engine import SwarmEngine
+from wire.identity import LocalIdentity
+
+
+@asynccontextmanager
+async def swarm_node(
+    name: str, base: Path, network: TrioNetwork, nursery: trio.Nursery
+) -> AsyncIterator[tuple[Node, SwarmEngine, Store]]:
+    store = Store(base / name / "data")
+    node = Node(
+        network=network,
+        identity=LocalIdentity(hashlib.sha256(name.encode()).digest()),
+        config=NodeConfig(listen=(StreamAddress("tcp", "127.0.0.1", 0),)),
+    )
+    engine = SwarmEngine(node, store, download_dir=base / name / "downloads")
+    await nursery.start(node.run)
+    try:
+        yield node, engine, store
+    finally:
+        node.stop()
+        store.close()
+
+
+def make_folder(path: Path, sizes: dict[str, int], seed: int = 0) -> dict[str, bytes]:
+    contents = {}
+    for index, (name, size) in enumerate(sizes.items()):
+        data = hashlib.sha256(f"{seed}:{index}".encode()).digest() * (size // 32 + 1)
+        data = data[:size] if size < 4096 else os.urandom(size)
+        (path / name).parent.mkdir(parents=True, exist_ok=True)
+        (path / name).write_bytes(data)
+        contents[name] = data
+    return contents
+
+
+async def add_folder(store: Store, folder: Path) -> bytes:
+    manifest, layers, _ = await build_container(folder, run_blocking=trio.to_thread.run_sync)
+    store.add_container(manifest, layers, folder, complete=True, now=time.time())
+    return manifest.id
+
+
+def tcp_address(node: Node) -> StreamAddress:
+    return next(a for a in node.listen_addresses if a.transport == "tcp")
