@@ -97,6 +97,9 @@ class Node:
         self._on_disconnected: list[PeerCallback] = []
         self._nursery: trio.Nursery | None = None
         self.service_crashes = 0
+        self._dialing: dict[StreamAddress, trio.Event] = {}
+        self._dialled: dict[StreamAddress, bytes] = {}
+        """The node id last reached at each dialled address (bounded by the peers we dial)."""
         self.provided_keys: dict[bytes, None] = {}
         """Keys (container ids) this node announces in the DHT, in insertion order."""
         self.dht: DhtService | None = None
@@ -286,6 +289,24 @@ class Node:
             raise RuntimeError("the node is not running")
         if expected_node_id is not None and expected_node_id in self.peers:
             return self.peers[expected_node_id]
+        in_progress = self._dialing.get(address)
+        if in_progress is not None:
+            # Someone is dialling this address already: share that connection.
+            await in_progress.wait()
+            node_id = self._dialled.get(address)
+            if node_id is not None and node_id in self.peers:
+                return self.peers[node_id]
+        done = self._dialing[address] = trio.Event()
+        try:
+            peer = await self._dial(address, expected_node_id)
+            self._dialled[address] = peer.node_id
+            return peer
+        finally:
+            del self._dialing[address]
+            done.set()
+
+    async def _dial(self, address: StreamAddress, expected_node_id: bytes | None) -> PeerConnection:
+        assert self._nursery is not None
         stream = await self.network.open_stream(address)
         peer = self._new_peer(stream, str(address), initiator=True, expected=expected_node_id)
         try:
@@ -306,9 +327,13 @@ class Node:
         await self._run_peer(peer, task_status=task_status)
 
     def _keep_new(self, new: PeerConnection, existing: PeerConnection) -> bool:
-        """Of two connections to one node, keep the one dialled by the smaller node id."""
+        """Of two connections to one node: when they crossed (one dialled by each side),
+        keep the one dialled by the smaller node id, so both sides agree without talking;
+        when both go the same way, keep the older one."""
         if not existing.is_open:
             return True
+        if new.is_initiator == existing.is_initiator:
+            return False
         smaller_is_us = self.node_id < new.node_id
         return new.is_initiator == smaller_is_us
 

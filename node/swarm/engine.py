@@ -115,6 +115,8 @@ class Download:
     pex: dict[bytes, PeerAddress] = attrs.Factory(dict)
     """Candidates learned by peer exchange (verified by handshake when dialled)."""
     metadata_from: bytes | None = None
+    rediscover: trio.Event = attrs.Factory(trio.Event)
+    """Set to look for peers now rather than at the next discovery round."""
 
     def progress(self) -> dict[str, Any]:
         return {
@@ -205,6 +207,7 @@ class SwarmEngine:
         existing = self.downloads.get(container_id)
         if existing is not None:
             existing.peers_hint.extend(peers)
+            existing.rediscover.set()
             return existing
         record = await self.network.run_blocking(self.store.get, container_id)
         if record is not None and record.state == "complete":
@@ -255,6 +258,14 @@ class SwarmEngine:
             return
         session.index.close()
         self.picker.peer_left(peer.node_id)
+        for download in self.downloads.values():
+            lost_a_source = download.container_id in session.holdings or (
+                download.metadata_from == peer.node_id
+            )
+            if download.state != "complete" and lost_a_source:
+                download.rediscover.set()
+            if download.metadata_from == peer.node_id:
+                download.metadata_from = None
         session.in_flight.clear()
         session.upload_wakeup.set()
         for other in list(self.sessions.values()):
@@ -458,6 +469,10 @@ class SwarmEngine:
         piece, block = file.split(message.block_index)
         if not file.accept(message.block_index, message.data, message.proof):
             self.blocks_rejected += 1
+            with contextlib.suppress(PickerError):  # ask someone else for it
+                self.picker.request_failed(
+                    session.node_id, BlockRequest(message.root, piece, block)
+                )
             await self._strike(session, f"block {message.block_index} failed its proof")
             return
         request = BlockRequest(message.root, piece, block)
@@ -544,6 +559,7 @@ class SwarmEngine:
         if download is not None:
             download.state = "complete"
             download.finished_at = self.network.now()
+            download.rediscover.set()
             for root in self._roots_of(download):
                 waiting = [d for d in self._root_downloads.get(root, []) if d is not download]
                 if waiting:
@@ -909,7 +925,8 @@ class SwarmEngine:
                         continue
                     nursery.start_soon(self._dial, address, node_id)
             with trio.move_on_after(DISCOVERY_PERIOD_SECONDS):
-                await download.done.wait()
+                await download.rediscover.wait()
+            download.rediscover = trio.Event()
 
     async def _dial(self, address: StreamAddress, node_id: bytes | None) -> None:
         if node_id is not None and self.banned.get(node_id, -math.inf) > self.network.now():

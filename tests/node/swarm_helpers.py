@@ -22,7 +22,12 @@ from wire.identity import LocalIdentity
 
 @asynccontextmanager
 async def swarm_node(
-    name: str, base: Path, network: TrioNetwork, nursery: trio.Nursery
+    name: str,
+    base: Path,
+    network: TrioNetwork,
+    nursery: trio.Nursery,
+    *,
+    engine_class: type[SwarmEngine] = SwarmEngine,
 ) -> AsyncIterator[tuple[Node, SwarmEngine, Store]]:
     store = Store(base / name / "data")
     node = Node(
@@ -30,7 +35,7 @@ async def swarm_node(
         identity=LocalIdentity(hashlib.sha256(name.encode()).digest()),
         config=NodeConfig(listen=(StreamAddress("tcp", "127.0.0.1", 0),)),
     )
-    engine = SwarmEngine(node, store, download_dir=base / name / "downloads")
+    engine = engine_class(node, store, download_dir=base / name / "downloads")
     await nursery.start(node.run)
     try:
         yield node, engine, store

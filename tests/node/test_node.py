@@ -247,3 +247,17 @@ async def test_a_crashing_service_is_restarted_and_the_node_keeps_serving(
         assert "service flaky crashed" in caplog.text
         peer = await b.connect(address_of(a, "tcp"))
         assert peer.node_id == a.node_id
+
+
+async def test_concurrent_dials_to_one_address_share_one_connection() -> None:
+    async with running("a") as a, running("b") as b:
+        results = []
+
+        async def dial() -> None:
+            results.append(await a.connect(address_of(b, "tcp")))
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(5):
+                nursery.start_soon(dial)
+        assert len({id(peer) for peer in results}) == 1
+        assert results[0].is_open and list(a.peers) == [b.node_id]

@@ -5,8 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import trio
+import trio.lowlevel
 
 from node.realnet import TrioNetwork
+from node.swarm.engine import SwarmEngine
+from wire.swarm import Request
 
 from .swarm_helpers import add_folder, make_folder, swarm_node, tcp_address
 
@@ -32,3 +35,111 @@ async def test_a_container_is_fetched_by_id_alone(tmp_path: Path) -> None:
         for name, data in contents.items():
             assert (record.location / name).read_bytes() == data
         assert download.held_bytes == download.total_bytes == sum(map(len, contents.values()))
+
+
+class Corrupting(SwarmEngine):
+    """A peer that serves blocks with one byte flipped (and the honest proof)."""
+
+    async def _block_payload(self, request: Request) -> bytes | None:
+        payload = await super()._block_payload(request)
+        if payload is None:
+            return None
+        damaged = bytearray(payload)
+        damaged[-1] ^= 0xFF
+        return bytes(damaged)
+
+
+async def test_a_corrupting_peer_is_banned_and_honest_peers_finish_the_job(tmp_path: Path) -> None:
+    source = tmp_path / "data"
+    contents = make_folder(source, {"big.bin": 4_000_000})
+    async with (
+        TrioNetwork(seed=2) as network,
+        trio.open_nursery() as nursery,
+        swarm_node("liar", tmp_path, network, nursery, engine_class=Corrupting) as (
+            liar,
+            liar_engine,
+            liar_store,
+        ),
+        swarm_node("honest", tmp_path, network, nursery) as (honest, honest_engine, honest_store),
+        swarm_node("leech", tmp_path, network, nursery) as (_, engine, store),
+    ):
+        container_id = await add_folder(liar_store, source)
+        await add_folder(honest_store, source)
+        await liar_engine.share(container_id)
+        await honest_engine.share(container_id)
+        with trio.fail_after(60):
+            download = await engine.get(
+                container_id, peers=[tcp_address(liar), tcp_address(honest)]
+            )
+            await download.done.wait()
+        assert download.state == "complete"
+        assert engine.blocks_rejected >= 3
+        assert liar.node_id in engine.banned and liar.node_id not in engine.sessions
+        record = store.get(container_id)
+        assert record is not None
+        assert (record.location / "big.bin").read_bytes() == contents["big.bin"]
+
+
+async def test_a_peer_vanishing_mid_transfer_loses_nothing(tmp_path: Path) -> None:
+    source = tmp_path / "data"
+    contents = make_folder(source, {"big.bin": 6_000_000, "small.txt": 100})
+    async with (
+        TrioNetwork(seed=3) as network,
+        trio.open_nursery() as nursery,
+        swarm_node("first", tmp_path, network, nursery) as (first, first_engine, first_store),
+        swarm_node("second", tmp_path, network, nursery) as (second, second_engine, second_store),
+        swarm_node("leech", tmp_path, network, nursery) as (_, engine, store),
+    ):
+        container_id = await add_folder(first_store, source)
+        await first_engine.share(container_id)
+        download = await engine.get(container_id, peers=[tcp_address(first)])
+        with trio.fail_after(30):
+            while download.received_bytes < 1_000_000:
+                await trio.lowlevel.checkpoint()
+        first.stop()  # gone mid-transfer, with requests in flight and pieces half received
+        await add_folder(second_store, source)
+        await second_engine.share(container_id)
+        with trio.fail_after(60):
+            download.peers_hint.append(tcp_address(second))
+            await engine.get(container_id, peers=[tcp_address(second)])
+            await download.done.wait()
+        assert download.state == "complete"
+        record = store.get(container_id)
+        assert record is not None
+        assert (record.location / "big.bin").read_bytes() == contents["big.bin"]
+        assert engine.blocks_rejected == 0
+
+
+async def test_three_nodes_share_overlapping_containers_one_connection_each(tmp_path: Path) -> None:
+    sets = {name: tmp_path / name for name in ("c1", "c2", "c3")}
+    for index, folder in enumerate(sets.values()):
+        make_folder(folder, {f"file{index}.bin": 500_000 + index})
+    async with (
+        TrioNetwork(seed=4) as network,
+        trio.open_nursery() as nursery,
+        swarm_node("one", tmp_path, network, nursery) as (one, one_engine, one_store),
+        swarm_node("two", tmp_path, network, nursery) as (two, two_engine, two_store),
+        swarm_node("three", tmp_path, network, nursery) as (three, engine, store),
+    ):
+        ids = {}
+        for name in ("c1", "c2"):
+            ids[name] = await add_folder(one_store, sets[name])
+            await one_engine.share(ids[name])
+        for name in ("c2", "c3"):
+            ids[name] = await add_folder(two_store, sets[name])
+            await two_engine.share(ids[name])
+        hints = [tcp_address(one), tcp_address(two)]
+        with trio.fail_after(60):
+            downloads = [await engine.get(ids[name], peers=hints) for name in ("c1", "c2", "c3")]
+            for download in downloads:
+                await download.done.wait()
+        assert all(d.state == "complete" for d in downloads)
+        # One connection per remote node, carrying every container both care about.
+        assert set(three.peers) == {one.node_id, two.node_id}
+        assert len(engine.sessions) == 2
+        # Each seed served what it holds: c1 only from one, c3 only from two.
+        assert engine.sessions[one.node_id].bytes_down > 0
+        assert engine.sessions[two.node_id].bytes_down > 0
+        for name in ("c1", "c2", "c3"):
+            record = store.get(ids[name])
+            assert record is not None and record.state == "complete", name
