@@ -11,18 +11,20 @@ import argparse
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
 
 import trio
 
-from node import cli_dht, cli_node, cli_store
+from node import cli_dht, cli_node, cli_store, cli_swarm
 from node.datadir import (
     DataDirError,
+    ensure_data_dir,
     load_or_create_identity,
     read_capability_key,
     resolve_data_dir,
+    resolve_download_dir,
 )
 from node.errors import UserError
 from node.network import StreamAddress, is_loopback
@@ -36,13 +38,17 @@ from node.node import (
 )
 from node.peer import PeerGone
 from node.realnet import TrioNetwork
+from node.store import Store, StoreError
+from node.swarm.engine import SwarmEngine
+from node.swarm_commands import register_swarm_commands
 
 log = logging.getLogger("kinswarm.cli")
 
 CONNECT_TIMEOUT_SECONDS = 15.0
-DEFAULT_DHT_PORT = 7420
 DHT_STATE_FILE = "dht-routing.msgpack"
 PLUGIN_GROUP = "kinswarm.commands"
+Job = Callable[[Node, SwarmEngine], Awaitable[bool]]
+"""A foreground job for `serve`: returns whether the node should keep running afterwards."""
 """Entry points in this group add subcommands: `register(subparsers, add_common)`, setting
 `handler=function(args) -> exit status` on their parser (see `simulations.cli`)."""
 
@@ -71,6 +77,62 @@ def _address(default_transport: str) -> type:
     return parse  # type: ignore[return-value]
 
 
+def add_node_options(parser: argparse.ArgumentParser) -> None:
+    """The options of a running node (`kinswarm run`, and `kinswarm get` without a node)."""
+    parser.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        type=_address("tcp"),
+        action="append",
+        help=f"TCP listen address (default {DEFAULT_TCP_LISTEN.host}:"
+        f"{DEFAULT_TCP_LISTEN.port}); repeatable",
+    )
+    parser.add_argument(
+        "--ws-listen",
+        metavar="HOST:PORT",
+        type=_address("ws"),
+        action="append",
+        help=f"WebSocket listen address (default {DEFAULT_WS_LISTEN.host}:"
+        f"{DEFAULT_WS_LISTEN.port}); repeatable",
+    )
+    parser.add_argument("--no-tcp", action="store_true", help="do not listen on TCP")
+    parser.add_argument("--no-ws", action="store_true", help="do not listen on WebSocket")
+    parser.add_argument(
+        "--network-key-file",
+        metavar="FILE",
+        type=Path,
+        help="only talk to holders of this network capability key (64 hex digits)",
+    )
+    parser.add_argument(
+        "--dht-listen",
+        metavar="HOST:PORT",
+        type=_address("tcp"),
+        help="UDP address of the DHT (default: the first TCP listen address, as UDP)",
+    )
+    parser.add_argument(
+        "--bootstrap",
+        metavar="HOST:PORT",
+        type=_address("tcp"),
+        action="append",
+        default=[],
+        help="a DHT node to join through (repeatable; the saved routing table is used too)",
+    )
+    parser.add_argument("--no-dht", action="store_true", help="do not run the DHT")
+    parser.add_argument(
+        "--connect",
+        metavar="ADDRESS",
+        type=_address("tcp"),
+        action="append",
+        default=[],
+        help="dial this peer at start (repeatable)",
+    )
+    parser.add_argument(
+        "--download-dir",
+        metavar="DIR",
+        help="where downloads go (default: $KINSWARM_DOWNLOAD_DIR or your Downloads folder)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kinswarm", description="A peer-to-peer node for sharing containers of files."
@@ -79,53 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run a node in the foreground")
     _add_common(run)
-    run.add_argument(
-        "--listen",
-        metavar="HOST:PORT",
-        type=_address("tcp"),
-        action="append",
-        help=f"TCP listen address (default {DEFAULT_TCP_LISTEN.host}:"
-        f"{DEFAULT_TCP_LISTEN.port}); repeatable",
-    )
-    run.add_argument(
-        "--ws-listen",
-        metavar="HOST:PORT",
-        type=_address("ws"),
-        action="append",
-        help=f"WebSocket listen address (default {DEFAULT_WS_LISTEN.host}:"
-        f"{DEFAULT_WS_LISTEN.port}); repeatable",
-    )
-    run.add_argument("--no-tcp", action="store_true", help="do not listen on TCP")
-    run.add_argument("--no-ws", action="store_true", help="do not listen on WebSocket")
-    run.add_argument(
-        "--network-key-file",
-        metavar="FILE",
-        type=Path,
-        help="only talk to holders of this network capability key (64 hex digits)",
-    )
-    run.add_argument(
-        "--dht-listen",
-        metavar="HOST:PORT",
-        type=_address("tcp"),
-        help="UDP address of the DHT (default: the first TCP listen host, port 7420)",
-    )
-    run.add_argument(
-        "--bootstrap",
-        metavar="HOST:PORT",
-        type=_address("tcp"),
-        action="append",
-        default=[],
-        help="a DHT node to join through (repeatable; the saved routing table is used too)",
-    )
-    run.add_argument("--no-dht", action="store_true", help="do not run the DHT")
-    run.add_argument(
-        "--connect",
-        metavar="ADDRESS",
-        type=_address("tcp"),
-        action="append",
-        default=[],
-        help="dial this peer at start (repeatable)",
-    )
+    add_node_options(run)
 
     connect = commands.add_parser("connect", help="dial a node, authenticate, print its id")
     _add_common(connect)
@@ -137,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(node_id)
     cli_store.register(commands, _add_common)
     cli_dht.register(commands, _add_common)
+    cli_swarm.register(commands, _add_common, add_node_options)
     cli_node.register(commands, _add_common)
     for entry_point in entry_points(group=PLUGIN_GROUP):
         entry_point.load()(commands, _add_common)
@@ -173,8 +190,9 @@ def _dht_config(
     if args.dht_listen is not None:
         bind = args.dht_listen.host_port
     else:
-        host = listen[0].host if listen else DEFAULT_TCP_LISTEN.host
-        bind = (host, DEFAULT_DHT_PORT)
+        # UDP on the TCP listen address and port number (an ephemeral TCP port: ephemeral).
+        first = listen[0] if listen else DEFAULT_TCP_LISTEN
+        bind = (first.host, first.port)
     if not is_loopback(bind[0]):
         log.warning("the DHT listens on %s:%d: reachable from other machines", *bind)
     return DhtConfig(
@@ -184,12 +202,11 @@ def _dht_config(
     )
 
 
-async def _run_node(args: argparse.Namespace) -> int:
-    data_dir = resolve_data_dir(args.data_dir)
-    identity = load_or_create_identity(data_dir)
+def node_config(args: argparse.Namespace, data_dir: Path) -> NodeConfig:
+    """The NodeConfig `kinswarm run` (and `kinswarm get` in the foreground) build from flags."""
     keys = _capability_keys(args.network_key_file)
     listen = _listen_addresses(args)
-    config = NodeConfig(
+    return NodeConfig(
         listen=listen,
         capability_keys=keys,
         allow_open=not keys,
@@ -197,9 +214,27 @@ async def _run_node(args: argparse.Namespace) -> int:
         control=True,
         data_dir=data_dir,
     )
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+
+
+async def serve(args: argparse.Namespace, job: Job | None = None) -> int:
+    """Run a full node (store, swarm engine, DHT, control socket) until SIGINT/SIGTERM, or
+    until `job` (given the running node and engine) returns False."""
+    data_dir = ensure_data_dir(resolve_data_dir(args.data_dir))
+    identity = load_or_create_identity(data_dir)
+    config = node_config(args, data_dir)
+    try:
+        store = Store(data_dir)
+    except (BlockingIOError, StoreError) as exc:
+        raise CommandError(
+            f"cannot open the store: another kinswarm node may be already running with data "
+            f"directory {data_dir} ({exc})"
+        ) from exc
+    with store, trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with TrioNetwork() as network, trio.open_nursery() as nursery:
             node = Node(network=network, identity=identity, config=config)
+            engine = SwarmEngine(node, store, download_dir=resolve_download_dir(args.download_dir))
+            if node.control is not None:
+                register_swarm_commands(node.control, engine, store)
             bound = await nursery.start(node.run)
             print(f"node id {identity.node_id.hex()}", flush=True)
             for address in bound:
@@ -209,12 +244,24 @@ async def _run_node(args: argparse.Namespace) -> int:
                 print(f"dht udp://{host}:{port}", flush=True)
             for address in args.connect:
                 nursery.start_soon(_dial_and_report, node, address)
+
+            async def until_job_done() -> None:
+                assert job is not None
+                if not await job(node, engine):
+                    nursery.cancel_scope.cancel()
+
+            if job is not None:
+                nursery.start_soon(until_job_done)
             async for signum in signals:
                 print(f"received {signal.Signals(signum).name}; shutting down", flush=True)
                 nursery.cancel_scope.cancel()
                 break
     print("stopped", flush=True)
     return 0
+
+
+async def _run_node(args: argparse.Namespace) -> int:
+    return await serve(args)
 
 
 async def _dial_and_report(node: Node, address: StreamAddress) -> None:

@@ -7,6 +7,7 @@ core with a progress bar (rich); everything else is quick. Errors are one line (
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -26,6 +27,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from node.control import call_sync
 from node.datadir import ensure_data_dir, resolve_data_dir, resolve_download_dir
 from node.errors import UserError
 from node.hashing import (
@@ -36,7 +38,7 @@ from node.hashing import (
     hash_files,
     scan,
 )
-from node.store import AlreadyStored, ContainerRecord, Store, StoreError
+from node.store import AlreadyStored, ContainerRecord, Store, StoreError, StoreLocked
 from wire.container import Manifest, Metadata
 from wire.errors import DecodeError
 from wire.magnet import magnet_uri, parse_magnet
@@ -105,12 +107,19 @@ def open_store(args: argparse.Namespace) -> Iterator[Store]:
     data_dir = ensure_data_dir(resolve_data_dir(args.data_dir))
     try:
         store = Store(data_dir)
+    except (StoreLocked, BlockingIOError) as exc:
+        raise StoreBusy(
+            f"the store in {data_dir} is in use by a running kinswarm node; "
+            "`kinswarm add` goes through it, other store commands need it stopped"
+        ) from exc
     except StoreError as exc:
         raise UserError(str(exc)) from exc
-    except BlockingIOError as exc:
-        raise UserError(f"the store in {data_dir} is in use by another kinswarm process") from exc
     with store:
         yield store
+
+
+class StoreBusy(UserError):
+    """A running node holds the store (its lock file)."""
 
 
 def resolve_one(store: Store, name: str) -> ContainerRecord:
@@ -239,7 +248,11 @@ def command_add(args: argparse.Namespace) -> int:
         categories=tuple(args.category),
         tags=tuple(args.tag),
     )
-    with open_store(args) as store:
+    with contextlib.ExitStack() as stack:
+        try:
+            store = stack.enter_context(open_store(args))
+        except StoreBusy:
+            return _add_through_node(args, path, console)
         replaces = resolve_one(store, args.replaces).id if args.replaces else None
         with hashing_progress(console, args.json) as progress:
             task = progress.add_task("scanning", total=None)
@@ -288,6 +301,35 @@ def command_add(args: argparse.Namespace) -> int:
         console.print(f"id      ks:{manifest.id.hex()}")
         console.print(f"files   {len(manifest.files)}, {manifest.total_length:,} bytes")
         console.print(f"magnet  {info['magnet']}")
+    return 0
+
+
+def _add_through_node(args: argparse.Namespace, path: Path, console: Console) -> int:
+    """The running node holds the store: it hashes and adds the path, then seeds it."""
+    if args.replaces:
+        raise UserError("--replaces needs the node stopped (or use the node's id directly)")
+    console.print("a node is running: it hashes and adds the path")
+    result = call_sync(
+        resolve_data_dir(args.data_dir),
+        "swarm.add",
+        {
+            "path": str(path),
+            "name": args.name,
+            "title": args.title,
+            "description": args.description,
+            "license": args.license,
+            "categories": args.category,
+            "tags": args.tag,
+            "urls": args.url,
+        },
+        timeout=24 * 3600,
+    )
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        console.print(f"{result['status']}: [bold]{result['name']}[/bold]")
+        console.print(f"id      ks:{result['id']}")
+        console.print(f"files   {result['files']}, {result['bytes']:,} bytes")
     return 0
 
 

@@ -31,6 +31,10 @@ class StoreError(Exception):
     """The store cannot do what was asked; the message says why."""
 
 
+class StoreLocked(StoreError):
+    """Another process (a running node) holds the store."""
+
+
 class UnknownContainer(StoreError):
     """No container with that id is in the index."""
 

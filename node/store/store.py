@@ -66,6 +66,7 @@ from node.store.records import (
     Progress,
     StoredFile,
     StoreError,
+    StoreLocked,
     VerifyReport,
     WriteResult,
 )
@@ -421,5 +422,5 @@ def _lock_file(path: Path) -> int:
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
         os.close(descriptor)
-        raise StoreError(f"{path.parent}: the store is in use by another process") from exc
+        raise StoreLocked(f"{path.parent}: the store is in use by another process") from exc
     return descriptor

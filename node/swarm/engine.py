@@ -253,9 +253,10 @@ class SwarmEngine:
             self._nursery.start_soon(self._flush_index, session)
 
     async def _on_disconnected(self, peer: PeerConnection) -> None:
-        session = self.sessions.pop(peer.node_id, None) if peer.remote else None
-        if session is None:
-            return
+        session = self.sessions.get(peer.node_id) if peer.remote else None
+        if session is None or session.peer is not peer:
+            return  # a duplicate connection that lost the tie-break: not this session's
+        del self.sessions[peer.node_id]
         session.index.close()
         self.picker.peer_left(peer.node_id)
         for download in self.downloads.values():
@@ -273,6 +274,8 @@ class SwarmEngine:
                 self._nursery.start_soon(self._fill_requests, other)
 
     async def _send(self, session: Session, message: Any) -> None:
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("to %s: %s", session.node_id.hex()[:8], type(message).__name__)
         with contextlib.suppress(PeerGone):
             await session.peer.send_extension(EXTENSION_NAME, encode(message))
 
@@ -290,6 +293,8 @@ class SwarmEngine:
             message = decode(payload)
         except UnknownMessage:
             return  # a newer peer's message: skip it
+        if log.isEnabledFor(logging.DEBUG) and not isinstance(message, Block):
+            log.debug("from %s: %s", session.node_id.hex()[:8], type(message).__name__)
         now = self.network.now()
         if isinstance(message, Block):
             await self._on_block(session, message, now)
