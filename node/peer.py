@@ -113,7 +113,7 @@ class PeerConnection:
             with trio.fail_after(HANDSHAKE_TIMEOUT_SECONDS):
                 await self._flush()
                 while self.core.state is not State.OPEN:
-                    await self._receive_once()
+                    await self._receive_once(until_open=True)
         except trio.TooSlowError:
             await self._abort("handshake timed out")
         assert self.remote is not None
@@ -225,7 +225,10 @@ class PeerConnection:
                 raise PeerGone(self.close_reason) from None
             self.bytes_sent += len(data)
 
-    async def _receive_once(self) -> None:
+    async def _receive_once(self, *, until_open: bool = False) -> None:
+        """Read once and dispatch what the core decoded. With `until_open` (the handshake),
+        stop after the Hello: messages that came in the same read wait in the core until
+        `run()`, so no extension handler sees a peer its owner has not been told about."""
         try:
             data = await self._stream.receive_some(RECEIVE_CHUNK_BYTES)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
@@ -238,6 +241,13 @@ class PeerConnection:
         except ProtocolError as exc:
             log.info("closing connection to %s: %s", self._describe(), exc)
             await self._abort(str(exc))
+        while (event := self.core.next_event()) is not None:
+            await self._dispatch(event)
+            if until_open and isinstance(event, HelloReceived):
+                break
+        await self._flush()
+
+    async def _dispatch_pending(self) -> None:
         while (event := self.core.next_event()) is not None:
             await self._dispatch(event)
         await self._flush()
@@ -274,6 +284,7 @@ class PeerConnection:
             raise PeerGone(self.close_reason)
 
     async def _reader(self) -> None:
+        await self._dispatch_pending()  # what arrived with the handshake's last read
         while True:
             await self._receive_once()
 

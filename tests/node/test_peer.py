@@ -31,15 +31,24 @@ def make_pair(
     *,
     alice_key: bytes | None = None,
     bob_keys: tuple[bytes, ...] = (),
+    coalesce_to_alice: bool = False,
 ) -> tuple[PeerConnection, PeerConnection, Callable[[trio.Nursery], None]]:
     network = TrioNetwork(seed=0)
     alice_stream, alice_far = trio.testing.memory_stream_pair()
     bob_stream, bob_far = trio.testing.memory_stream_pair()
 
-    async def relay(source: trio.abc.Stream, sink: trio.abc.Stream, tamper: Tamper | None) -> None:
+    async def relay(
+        source: trio.abc.Stream, sink: trio.abc.Stream, tamper: Tamper | None, coalesce: bool
+    ) -> None:
         index = 0
         try:
             while data := await source.receive_some(65536):
+                if coalesce and tamper is None:
+                    # Gather what follows within 50 ms into one chunk, as a busy TCP
+                    # stack does.
+                    with trio.move_on_after(0.05):
+                        while more := await source.receive_some(65536):
+                            data += more
                 actions = tamper(index, data) if tamper else [data]
                 index += 1
                 for action in actions:
@@ -52,8 +61,8 @@ def make_pair(
         await source.aclose()
 
     def start_relays(nursery: trio.Nursery) -> None:
-        nursery.start_soon(relay, alice_far, bob_far, tamper_to_bob)
-        nursery.start_soon(relay, bob_far, alice_far, None)
+        nursery.start_soon(relay, alice_far, bob_far, tamper_to_bob, False)
+        nursery.start_soon(relay, bob_far, alice_far, None, coalesce_to_alice)
 
     alice = PeerConnection(
         network=network,
@@ -118,6 +127,39 @@ async def test_handshake_and_messages_over_memory_streams() -> None:
             await arrived.wait()
         await alice.aclose("done")
     assert got == [b"hello"]
+
+
+async def test_a_message_that_arrives_with_the_handshake_waits_for_run() -> None:
+    """The owner registers a peer between `handshake()` and `run()` (Node's connected
+    callbacks); a message the other side sent right after its Hello, read in the same chunk,
+    must not reach the handler before that."""
+    alice, bob, start_relays = make_pair(coalesce_to_alice=True)
+    running = False
+    got: list[tuple[bytes, bool]] = []
+    arrived = trio.Event()
+
+    async def on_test(peer: PeerConnection, payload: bytes) -> None:
+        got.append((payload, running))
+        arrived.set()
+
+    alice.set_extension_handler("ks.test", on_test)
+
+    async def bob_side() -> None:
+        await bob.handshake()
+        nursery.start_soon(bob.run)
+        await bob.send_extension("ks.test", b"early")
+
+    async with trio.open_nursery() as nursery:
+        start_relays(nursery)
+        nursery.start_soon(bob_side)
+        await alice.handshake()
+        await trio.sleep(0.2)
+        running = True
+        nursery.start_soon(alice.run)
+        with trio.fail_after(2):
+            await arrived.wait()
+        await alice.aclose("done")
+    assert got == [(b"early", True)]
 
 
 async def test_wrong_capability_key_fails_both_sides_with_reasons() -> None:
