@@ -74,6 +74,7 @@ pieces, ~15k with 1/64, ~3.5k from a drained 1/64 peer; a linear scan does ~50.
 from __future__ import annotations
 
 import enum
+import itertools
 import random
 from array import array
 from collections.abc import Callable, Iterable, Sequence
@@ -754,6 +755,15 @@ class PiecePicker:
         f = self._file(root)
         _check_piece(f, piece)
         return bool(f.held[piece])
+
+    def held_bits(self, root: bytes) -> bytes:
+        """The verified pieces as a bitfield (docs/protocol.md 5.5: piece i is bit
+        `0x80 >> (i % 8)` of byte `i // 8`). O(pieces), in C but for one step per held piece."""
+        f = self._file(root)
+        bits = bytearray((f.piece_count + 7) // 8)
+        for piece in itertools.compress(range(f.piece_count), f.held):
+            bits[piece >> 3] |= 0x80 >> (piece & 7)
+        return bytes(bits)
 
     def availability(self, root: bytes, piece: int) -> int:
         """Connected peers that have the piece, seeds included. O(1)."""

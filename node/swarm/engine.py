@@ -47,6 +47,7 @@ from wire.swarm import (
     EXTENSION_NAME,
     EXTENSION_VERSION,
     MANIFEST_CHUNK,
+    MAX_HAVE_FILES,
     MAX_LAYER_HASHES,
     MAX_PEX_PEERS,
     Bitfield,
@@ -195,7 +196,7 @@ class SwarmEngine:
         self.local.held_added([container_id])
         self.node.provided_keys[container_id] = None
         for session in list(self.sessions.values()):
-            await self._flush_index(session)
+            await self._sync_index(session)
         if self.node.dht is not None and self._nursery is not None:
             self._nursery.start_soon(self._announce_provider, container_id)
 
@@ -283,6 +284,21 @@ class SwarmEngine:
         for message in session.index.flush():
             await self._send(session, message)
 
+    async def _sync_index(self, session: Session) -> None:
+        """After our held set changed: answer the peer's wants it now covers, then send the
+        increments."""
+        await self._index_events(session)
+        await self._flush_index(session)
+
+    async def _now_serving(self, download: Download) -> None:
+        """A download's first piece is held: peers that want the container can fetch from us
+        (docs/protocol.md 5.4: held means we can serve some piece), so it joins our held set."""
+        if self.local.holds(download.container_id):
+            return
+        self.local.held_added([download.container_id])
+        for session in list(self.sessions.values()):
+            await self._sync_index(session)
+
     # -- incoming messages --------------------------------------------------------------------
 
     async def _on_message(self, peer: PeerConnection, payload: bytes) -> None:
@@ -348,10 +364,38 @@ class SwarmEngine:
                 await self._peer_holds(session, event)
 
     async def _send_holdings(self, session: Session, container_id: bytes) -> None:
-        """Answer a want for a container we hold: we hold all of it."""
-        await self._send(session, HaveContainer(container_id, True, (), (), ()))
-        manifest = await self.network.run_blocking(self.store.manifest, container_id)
-        session.roots_seen.update(e.root for e in manifest.files if e.root is not None)
+        """Answer a want for a container we hold: all of it, or what a download has so far."""
+        download = self.downloads.get(container_id)
+        if download is None or download.state == "complete":
+            manifest = await self.network.run_blocking(self.store.manifest, container_id)
+            session.roots_seen.update(e.root for e in manifest.files if e.root is not None)
+            await self._send(session, HaveContainer(container_id, True, (), (), ()))
+            return
+        if download.state != "transfer":
+            return
+        # Built and queued without an await in between, so every Have sent from here on
+        # follows it: the picker marks a piece verified only once the store holds it.
+        have_all: list[bytes] = []
+        partial: list[Bitfield] = []
+        for root in self._roots_of(download):
+            session.roots_seen.add(root)
+            file = self.files.get(root)
+            if file is None:
+                have_all.append(root)  # held before this download began
+                continue
+            bits = self.picker.held_bits(root)
+            if any(bits):
+                partial.append(Bitfield(root, file.piece_length, bits))
+        listed = have_all[:MAX_HAVE_FILES]
+        room = MAX_HAVE_FILES - len(listed)
+        await self._send(
+            session,
+            HaveContainer(container_id, False, tuple(listed), (), tuple(partial[:room])),
+        )
+        for root in have_all[len(listed) :]:
+            await self._send(session, HaveAll(root))
+        for bitfield in partial[room:]:
+            await self._send(session, bitfield)
 
     async def _peer_holds(self, session: Session, event: PeerHolds) -> None:
         download = self.downloads.get(event.container_id)
@@ -547,6 +591,7 @@ class SwarmEngine:
         for download in self._root_downloads.get(file.root, []):
             download.held_bytes += size
             self._notify(download)
+            await self._now_serving(download)
         have = Have(file.root, file.piece_length, piece)
         for session in list(self.sessions.values()):
             if file.root in session.roots_seen:
@@ -575,7 +620,7 @@ class SwarmEngine:
             self._notify(download)
             download.done.set()
         for session in list(self.sessions.values()):
-            await self._flush_index(session)
+            await self._sync_index(session)
             await self._update_interest(session)
         if self.node.dht is not None and self._nursery is not None:
             self._nursery.start_soon(self._announce_provider, container_id)
@@ -737,6 +782,8 @@ class SwarmEngine:
         if download.held_bytes == download.total_bytes:
             await self._finished(download.container_id)
             return
+        if download.held_bytes > 0:
+            await self._now_serving(download)
         for session in list(self.sessions.values()):
             await self._apply_holdings(session, download)
             await self._flush_index(session)  # our want goes out; HaveContainer answers it

@@ -151,6 +151,12 @@ def test_held_pieces_are_never_picked() -> None:
     assert picker.completed_pieces(ROOT) == 2
 
 
+@pytest.mark.parametrize("held", ["1010", "0000000001", "111111111", "1" * 16])
+def test_held_bits_is_the_bitfield_of_verified_pieces(held: str) -> None:
+    picker = setup_picker("1" * len(held), held=held)
+    assert picker.held_bits(ROOT) == pack(held)
+
+
 # ---------------------------------------------------------------- partial pieces
 
 
