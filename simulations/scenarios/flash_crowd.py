@@ -1,0 +1,269 @@
+"""`flash-crowd`: one seed and N leechers who all want one file at the same instant.
+
+The seed holds a container of one file of F bytes (`FILE_BYTES`, 4 MiB by default, so that
+1,000 leechers run in minutes of wall time). Upload capacities are those of the libtorrent
+reference in docs/architecture.md: seed 4 MB/s, leechers 1, 2 or 4 MB/s at random; every
+download capacity is 4x the upload. Round trips are 20-150 ms (uniform), without loss. Every
+node is a real `Node` with the real `SwarmEngine` over a `MemoryStore`. Each leecher starts
+the download with the seed's address and `HINTS` random other leechers' addresses as hints
+(as a federation roster would give it); PEX and incoming connections do the rest.
+
+Reported: completion times (from the instant every leecher asked) at p50, p90 and p100; the
+Kumar-Ross fluid lower bound T_min = max(F/u_s, F/d_min, N*F/(u_s + sum u_i)) computed from
+the capacities actually drawn, and `bound_ratio` = last completion / T_min; the copies of the
+file the seed uploaded; upload utilisation; blocks rejected; connections per node; where
+the time goes before data flows (metadata, first piece); message counts by type.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Final
+
+import attrs
+import trio
+
+from node.hashing import choose_piece_length
+from node.swarm.engine import Download
+from simulations.determinism import derive_seed
+from simulations.harness import ScenarioParams, ScenarioSpec, Simulation, percentile, register
+from simulations.latency import LatencyModel
+from simulations.memstore import Content
+from simulations.scenarios.swarm import SwarmNodes, address_of, describe, rounded
+from simulations.virtualnet import WorldConfig
+
+FILE_BYTES: Final = 4 * 1024 * 1024
+SEED_UPLOAD: Final = 4_000_000
+LEECHER_UPLOADS: Final = (1_000_000, 2_000_000, 4_000_000)
+DOWNLOAD_FACTOR: Final = 4
+HINTS: Final = 4
+
+
+@attrs.frozen
+class FlashCrowd:
+    """The scenario's knobs (the CLI runs the defaults; tests and studies make variants)."""
+
+    file_bytes: int = FILE_BYTES
+    piece_length: int | None = None
+    """None: what `kinswarm add` would choose (`choose_piece_length`)."""
+    seed_upload: float = SEED_UPLOAD
+    leecher_uploads: tuple[float, ...] = LEECHER_UPLOADS
+    download_factor: float = DOWNLOAD_FACTOR
+    hints: int = HINTS
+    latency: LatencyModel = attrs.field(factory=lambda: LatencyModel(20, 150, "uniform"))
+    max_peers: int = 500
+    verify: str = "compare"
+    timeline_step: float = 0.5
+    """Sample the swarm's upload every this many simulated seconds (0: never)."""
+
+    def world(self, seed: int) -> WorldConfig:
+        return WorldConfig(seed=seed, latency=self.latency)
+
+    def spec(self, name: str = "flash-crowd") -> ScenarioSpec:
+        return ScenarioSpec(
+            name=name,
+            description=DESCRIPTION,
+            run=lambda simulation, params: run(simulation, params, self),
+            default_nodes=100,
+            default_sim_seconds=600.0,
+            world=self.world,
+        )
+
+
+def kumar_ross_bound(
+    file_bytes: float, seed_upload: float, uploads: list[float], downloads: list[float]
+) -> float:
+    """T_min = max(F/u_s, F/d_min, N*F/(u_s + sum u_i)) for N = len(uploads) leechers."""
+    return max(
+        file_bytes / seed_upload,
+        file_bytes / min(downloads),
+        len(uploads) * file_bytes / (seed_upload + sum(uploads)),
+    )
+
+
+@attrs.define
+class Timeline:
+    """When each leecher's download reached each stage (simulated seconds since the start)."""
+
+    metadata: dict[int, float] = attrs.Factory(dict)
+    """Manifest and layers in: the transfer began."""
+    first_piece: dict[int, float] = attrs.Factory(dict)
+    quartiles: dict[int, list[float]] = attrs.Factory(dict)
+    """When a quarter, half, three quarters and nine tenths of the file were held."""
+    done: dict[int, float] = attrs.Factory(dict)
+
+    def listener(self, index: int, started: float) -> Any:
+        marks = self.quartiles.setdefault(index, [])
+
+        def on_progress(download: Download) -> None:
+            now = trio.current_time() - started
+            if download.state in ("transfer", "complete"):
+                self.metadata.setdefault(index, now)
+            if download.held_bytes > 0:
+                self.first_piece.setdefault(index, now)
+            total = download.total_bytes
+            while (
+                total
+                and len(marks) < len(PROGRESS_MARKS)
+                and download.held_bytes >= PROGRESS_MARKS[len(marks)] * total
+            ):
+                marks.append(round(now, 3))
+
+        return on_progress
+
+    def slowest(self, count: int) -> list[dict[str, Any]]:
+        ordered = sorted(self.done.items(), key=lambda item: (-item[1], item[0]))[:count]
+        return [
+            {
+                "host": index,
+                "done_s": round(at, 3),
+                "first_piece_s": rounded(self.first_piece.get(index)),
+                "held_25_50_75_90_s": self.quartiles.get(index, []),
+            }
+            for index, at in ordered
+        ]
+
+
+PROGRESS_MARKS: Final = (0.25, 0.5, 0.75, 0.9)
+
+
+@attrs.define
+class UploadSampler:
+    """Upload rate of the whole swarm per interval, as a share of its capacity."""
+
+    step: float
+    shares: list[float] = attrs.Factory(list)
+
+    async def run(self, hosts: list[Any], capacity: float) -> None:
+        before = sum(h.host.bytes_sent for h in hosts)
+        while True:
+            await trio.sleep(self.step)
+            now = sum(h.host.bytes_sent for h in hosts)
+            self.shares.append(round((now - before) / (capacity * self.step), 3))
+            before = now
+
+
+async def run(simulation: Simulation, params: ScenarioParams, config: FlashCrowd) -> dict[str, Any]:
+    leechers = params.nodes
+    F = config.file_bytes
+    piece_length = config.piece_length or choose_piece_length(F)
+    content = Content(seed=derive_seed(params.seed, "content"))
+    file = content.generate("flash-crowd", F)
+    manifest, layers = content.container("flash-crowd", [("data.bin", file)], piece_length)
+
+    swarm = SwarmNodes(content, max_peers=config.max_peers, verify=config.verify)
+    seed_host = simulation.add_host(
+        upload_bytes_per_second=config.seed_upload,
+        download_bytes_per_second=config.seed_upload * config.download_factor,
+    )
+    swarm.upload[seed_host.index] = config.seed_upload
+    uploads: list[float] = []
+    hosts = []
+    for _ in range(leechers):
+        upload = simulation.random.choice(config.leecher_uploads)
+        host = simulation.add_host(
+            upload_bytes_per_second=upload,
+            download_bytes_per_second=upload * config.download_factor,
+        )
+        swarm.upload[host.index] = upload
+        uploads.append(upload)
+        hosts.append(host)
+    downloads_capacity = [u * config.download_factor for u in uploads]
+    bound = kumar_ross_bound(F, config.seed_upload, uploads, downloads_capacity)
+
+    swarm.store(seed_host.index).add_container(
+        manifest, layers, Path("/virtual/seed") / manifest.name, complete=True, now=0.0
+    )
+    factory = swarm.factory()
+    seed_node = await simulation.start(seed_host, factory)
+    for host in hosts:
+        await simulation.start(host, factory)
+
+    # Everyone asks at the same instant, once every node listens.
+    started = trio.current_time()
+    timeline = Timeline()
+    downloads: dict[int, Download] = {}
+    for host in hosts:
+        others = [h for h in hosts if h is not host]
+        hinted = simulation.random.sample(others, min(config.hints, len(others)))
+        engine = swarm.engines[host.index]
+        engine.on_progress(timeline.listener(host.index, started))
+        downloads[host.index] = await engine.get(
+            manifest.id, peers=[address_of(seed_host), *map(address_of, hinted)]
+        )
+    capacity = config.seed_upload + sum(uploads)
+    all_hosts = [seed_host, *hosts]
+    sampler = UploadSampler(config.timeline_step)
+    async with trio.open_nursery() as nursery:
+        if config.timeline_step:
+            nursery.start_soon(sampler.run, all_hosts, capacity)
+        with trio.move_on_at(simulation.started_at + params.sim_seconds):
+            for download in downloads.values():
+                await download.done.wait()
+        nursery.cancel_scope.cancel()
+    for index, download in downloads.items():
+        if download.state == "complete" and download.finished_at is not None:
+            timeline.done[index] = download.finished_at - started
+
+    # -- metrics --------------------------------------------------------------------------
+    times = list(timeline.done.values())
+    last = max(times) if len(times) == leechers else None
+    world = simulation.world
+    down = swarm.ledger.down(swarm.engines)
+    seed_id = seed_node.node_id
+    seed_data = sum(b for (_, peer), b in down.items() if peer == seed_id)
+    all_data = sum(down.values())
+    horizon = last if last is not None else simulation.elapsed
+    utilisation = [
+        h.host.bytes_sent / (swarm.upload[h.index] * horizon) for h in all_hosts if horizon > 0
+    ]
+    peers = [len(h.node.peers) for h in hosts if h.node is not None]
+    stats_of = simulation.trace.events_by_kind
+    return {
+        "leechers": leechers,
+        "file_bytes": F,
+        "piece_length": piece_length,
+        "pieces": -(-F // piece_length),
+        "completed": len(times),
+        "failed": sum(d.state == "failed" for d in downloads.values()),
+        "completion_p50_s": rounded(percentile(times, 0.5)),
+        "completion_p90_s": rounded(percentile(times, 0.9)),
+        "completion_p100_s": rounded(last),
+        "kumar_ross_bound_s": round(bound, 3),
+        "bound_terms_s": {
+            "F/u_s": round(F / config.seed_upload, 3),
+            "F/d_min": round(F / min(downloads_capacity), 3),
+            "NF/(u_s+sum u)": round(leechers * F / capacity, 3),
+        },
+        "bound_ratio": rounded(last / bound if last is not None else None),
+        "seed_uploaded_copies": round(seed_data / F, 3),
+        "seed_sent_wire_copies": round(seed_host.host.bytes_sent / F, 3),
+        "received_data_over_needed": round(all_data / (leechers * F), 4),
+        "upload_utilisation_mean": rounded(sum(utilisation) / len(utilisation), 4)
+        if utilisation
+        else None,
+        "upload_utilisation_useful": rounded(leechers * F / (capacity * horizon), 4)
+        if horizon
+        else None,
+        "blocks_rejected": sum(e.blocks_rejected for e in swarm.engines.values()),
+        "connections_per_leecher_mean": rounded(sum(peers) / len(peers), 2) if peers else None,
+        "connections_per_leecher_max": max(peers) if peers else None,
+        "connections_seed": len(seed_node.peers),
+        "connections_accepted": stats_of["accept"],
+        "connections_refused": stats_of["refused"],
+        "disconnects": swarm.ledger.disconnects,
+        "metadata_p50_s": rounded(percentile(list(timeline.metadata.values()), 0.5)),
+        "metadata_p100_s": rounded(percentile(list(timeline.metadata.values()), 1.0)),
+        "first_piece_p50_s": rounded(percentile(list(timeline.first_piece.values()), 0.5)),
+        "first_piece_p100_s": rounded(percentile(list(timeline.first_piece.values()), 1.0)),
+        "slowest": timeline.slowest(3),
+        "upload_timeline_step_s": config.timeline_step,
+        "upload_timeline": sampler.shares,
+        "messages_received": swarm.tap.summary(),
+        "world_events_delivered": world.delivered_events,
+    }
+
+
+DESCRIPTION = describe(__doc__)
+
+register(FlashCrowd().spec())

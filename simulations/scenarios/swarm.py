@@ -1,0 +1,169 @@
+"""What the swarm scenarios share: nodes running the real `SwarmEngine` over a `MemoryStore`,
+and the instruments that watch them without changing what they do.
+
+* `SwarmNodes.factory()` builds, per host, a real `Node` listening on the host's address and a
+  `SwarmEngine(node, MemoryStore(content))` with the host's upload capacity; the engine and
+  store of each host are kept for the scenario's metrics.
+* `MessageTap` counts every `ks.swarm` message a node *receives*, by type (the type byte
+  leads every payload), with bytes and the simulated time the first of each type arrived
+  from each peer. It wraps the engine's handler; the engine sees the same calls.
+* `Ledger` keeps each session's byte counters after the session ends (the engine forgets a
+  session on disconnect), so bytes per (node, peer) survive reconnections.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final
+
+import attrs
+
+from node.network import StreamAddress
+from node.node import Node, NodeConfig
+from node.peer import PeerConnection
+from node.swarm.engine import SwarmEngine
+from simulations.harness import SimHost
+from simulations.memstore import Content, MemoryStore
+from simulations.virtualnet import HostNetwork
+from wire.identity import LocalIdentity
+from wire.swarm import BLOCK, EXTENSION_NAME, EXTENSION_VERSION, MESSAGE_TYPES
+
+PORT: Final = 7420
+
+MESSAGE_NAMES: Final[dict[int, str]] = {code: cls.__name__ for cls, code in MESSAGE_TYPES.items()}
+INDEX_MESSAGES: Final = ("Summary", "Wants", "Holding", "HaveContainer")
+"""The index exchange (docs/protocol.md 5.4)."""
+
+
+@attrs.define
+class MessageTap:
+    """Messages received, by type, over every tapped node."""
+
+    count: Counter[str] = attrs.Factory(Counter)
+    sizes: Counter[str] = attrs.Factory(Counter)
+    first_at: dict[tuple[int, bytes, str], float] = attrs.Factory(dict)
+    """(receiving host, sender node id, type) → simulated time of the first such message."""
+    keep_first: bool = False
+
+    def wrap(self, host_index: int, engine: SwarmEngine) -> None:
+        handler = engine._on_message
+        node = engine.node
+        count, size = self.count, self.sizes
+        first_at = self.first_at
+        keep_first = self.keep_first
+
+        async def tapped(peer: PeerConnection, payload: bytes) -> None:
+            name = MESSAGE_NAMES.get(payload[0], "Unknown") if payload else "Empty"
+            count[name] += 1
+            size[name] += len(payload)
+            if keep_first:
+                first_at.setdefault((host_index, peer.node_id, name), node.network.now())
+            await handler(peer, payload)
+
+        # Registering again replaces the handler for connections made from now on.
+        node.register_extension(EXTENSION_NAME, EXTENSION_VERSION, tapped)
+
+    def summary(self) -> dict[str, dict[str, int]]:
+        return {
+            name: {"count": self.count[name], "bytes": self.sizes[name]}
+            for name in sorted(self.count)
+        }
+
+    def index_bytes(self) -> int:
+        return sum(self.sizes[name] for name in INDEX_MESSAGES)
+
+
+assert MESSAGE_NAMES[BLOCK] == "Block"
+
+
+@attrs.define
+class Ledger:
+    """Bytes each node received from / sent to each peer, across sessions."""
+
+    closed_down: Counter[tuple[int, bytes]] = attrs.Factory(Counter)
+    closed_up: Counter[tuple[int, bytes]] = attrs.Factory(Counter)
+    disconnects: int = 0
+
+    def watch(self, host_index: int, node: Node, engine: Callable[[], SwarmEngine | None]) -> None:
+        """Call before the engine is built: this callback then runs before the engine's own
+        (callbacks run in registration order), while the session still exists."""
+
+        async def closed(peer: PeerConnection) -> None:
+            current = engine()
+            session = None if current is None else current.sessions.get(peer.node_id)
+            if session is not None and session.peer is peer:
+                self.disconnects += 1
+                self.closed_down[host_index, peer.node_id] += session.bytes_down
+                self.closed_up[host_index, peer.node_id] += session.bytes_up
+
+        node.on_peer_disconnected(closed)
+
+    def down(self, engines: dict[int, SwarmEngine]) -> Counter[tuple[int, bytes]]:
+        """Block data bytes host i received from node id p: {(i, p): bytes}."""
+        totals = Counter(self.closed_down)
+        for index, engine in engines.items():
+            for node_id, session in engine.sessions.items():
+                totals[index, node_id] += session.bytes_down
+        return totals
+
+
+@attrs.define
+class SwarmNodes:
+    """Per-host engines and stores of a swarm scenario."""
+
+    content: Content
+    upload: dict[int, float] = attrs.Factory(dict)
+    engines: dict[int, SwarmEngine] = attrs.Factory(dict)
+    stores: dict[int, MemoryStore] = attrs.Factory(dict)
+    tap: MessageTap = attrs.Factory(MessageTap)
+    ledger: Ledger = attrs.Factory(Ledger)
+    max_peers: int = 500
+    verify: str = "compare"
+
+    def store(self, index: int) -> MemoryStore:
+        store = self.stores.get(index)
+        if store is None:
+            store = self.stores[index] = MemoryStore(self.content, verify=self.verify)  # type: ignore[arg-type]
+        return store
+
+    def factory(self) -> Callable[[SimHost, HostNetwork, LocalIdentity], Node]:
+        def build(sim_host: SimHost, network: HostNetwork, identity: LocalIdentity) -> Node:
+            index = sim_host.index
+            node = Node(
+                network=network,
+                identity=identity,
+                config=NodeConfig(
+                    listen=(StreamAddress("tcp", sim_host.address, PORT),),
+                    max_peers=self.max_peers,
+                ),
+            )
+            self.ledger.watch(index, node, lambda: self.engines.get(index))
+            engine = SwarmEngine(
+                node,
+                self.store(index),
+                download_dir=Path("/virtual") / f"host-{index:05d}" / "downloads",
+                upload_capacity=self.upload.get(index),
+            )
+            self.tap.wrap(index, engine)
+            self.engines[index] = engine
+            return node
+
+        return build
+
+
+def address_of(sim_host: SimHost) -> StreamAddress:
+    return StreamAddress("tcp", sim_host.address, PORT)
+
+
+def rounded(value: float | None, digits: int = 3) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def describe(doc: str | None) -> str:
+    return (doc or "").split(": ", 1)[-1].split("\n\n")[0].replace("\n", " ")
+
+
+def as_int(value: Any) -> int:
+    return int(value)
