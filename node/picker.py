@@ -510,6 +510,19 @@ class PiecePicker:
             return
         self._become_seed(f, ps, pf)
 
+    def peer_has_piece(self, peer: PeerId, root: bytes, piece: int) -> bool:
+        """Whether a connected peer announced the piece (or the whole file). O(1)."""
+        f = self._files.get(root)
+        ps = self._peers.get(peer)
+        if f is None or ps is None:
+            return False
+        pf = ps.files.get(f.slot)
+        if pf is None:
+            return False
+        if pf.bits is None:
+            return True
+        return bool(pf.bits[piece >> 3] & (0x80 >> (piece & 7)))
+
     def peer_bitfield(self, peer: PeerId, root: bytes, bits: bytes) -> None:
         """A peer's full bitfield for a file (BitTorrent order: piece 0 is the high bit of byte
         0; spare bits must be zero). Replaces what it said before. O(pieces of the file)."""

@@ -83,13 +83,17 @@ log = logging.getLogger("kinswarm.swarm")
 
 REQUEST_TIMEOUT_SECONDS: Final = 30.0
 TIMEOUT_CHECK_SECONDS: Final = 5.0
-PEX_PERIOD_SECONDS: Final = 60.0
+PEX_TICK_SECONDS: Final = 1.0
+DIAL_RETRY_SECONDS: Final = 60.0
+"""A candidate that could not be dialled is not tried again for this long."""
 DISCOVERY_PERIOD_SECONDS: Final = 30.0
 BAN_SECONDS: Final = 3600.0
 MIN_DEPTH: Final = 16
 MAX_DEPTH: Final = 256
 WRITE_BATCH_BYTES: Final = 8 * 1024 * 1024
 MAX_PEERS_PER_DOWNLOAD: Final = 40
+"""Discovery dials until this many connections are in a download's swarm."""
+MAX_PEX_KEPT: Final = 500
 
 
 @attrs.define(eq=False)
@@ -152,6 +156,7 @@ class SwarmEngine:
         self.downloads: dict[bytes, Download] = {}
         self.files: dict[bytes, FileDownload] = {}
         self.banned: dict[bytes, float] = {}
+        self._dial_failed: dict[bytes, float] = {}
         self.blocks_rejected = 0
         self.pieces_written = 0
         self._root_downloads: dict[bytes, list[Download]] = {}
@@ -174,20 +179,24 @@ class SwarmEngine:
         self.local.held_added(complete)
         for container_id in complete:
             self.node.provided_keys[container_id] = None
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            nursery.start_soon(self._writer)
-            nursery.start_soon(self._choke_loop)
-            nursery.start_soon(self._timeout_loop)
-            nursery.start_soon(self._pex_loop)
-            for record in records:
-                if record.state != "complete":
-                    self._start(record.id, [], have_manifest=True)
-            for session in list(self.sessions.values()):
-                nursery.start_soon(self._uploader, session)
-                await self._flush_index(session)
-            task_status.started()
-        self._nursery = None
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._writer)
+                nursery.start_soon(self._choke_loop)
+                nursery.start_soon(self._timeout_loop)
+                nursery.start_soon(self._pex_loop)
+                for record in records:
+                    if record.state != "complete":
+                        self._start(record.id, [], have_manifest=True)
+                for session in list(self.sessions.values()):
+                    nursery.start_soon(self._uploader, session)
+                    await self._flush_index(session)
+                task_status.started()
+        finally:
+            # Cancelled or not: disconnect callbacks that run after this must not start
+            # tasks in a closed nursery.
+            self._nursery = None
 
     async def share(self, container_id: bytes) -> None:
         """Seed a complete container the store gained while we run (`kinswarm add`)."""
@@ -594,7 +603,11 @@ class SwarmEngine:
             await self._now_serving(download)
         have = Have(file.root, file.piece_length, piece)
         for session in list(self.sessions.values()):
-            if file.root in session.roots_seen:
+            # A peer that has the piece would never ask us for it: it needs no Have (most of
+            # a flash crowd's Haves, late in the download).
+            if file.root in session.roots_seen and not self.picker.peer_has_piece(
+                session.node_id, file.root, piece
+            ):
                 await self._send(session, have)
         if self.picker.is_complete(file.root):
             for session in list(self.sessions.values()):
@@ -911,26 +924,67 @@ class SwarmEngine:
                     await self._fill_requests(session)
 
     async def _pex_loop(self) -> None:
+        """Tell each connection, per container it shares with us, which other members of
+        that swarm we are connected to: everyone we know at first (PEX_FIRST_SECONDS after
+        connecting), then who joined and left, at most every PEX_PERIOD_SECONDS."""
         while True:
-            await trio.sleep(PEX_PERIOD_SECONDS)
-            for container_id, download in list(self.downloads.items()):
-                if download.state == "complete":
-                    continue
-                for session in list(self.sessions.values()):
-                    others = [
-                        self._address_of(other)
-                        for other in self.sessions.values()
-                        if other is not session and other.index.peer_may_hold(container_id)
-                    ]
-                    added = tuple(a for a in others if a is not None)[:MAX_PEX_PEERS]
-                    if added and session.index.peer_may_hold(container_id):
-                        await self._send(session, Pex(container_id, added, ()))
+            await trio.sleep(PEX_TICK_SECONDS)
+            now = self.network.now()
+            due = [s for s in self.sessions.values() if s.next_pex_at() <= now]
+            if not due:
+                continue
+            swarms = self._swarm_members()
+            for session in due:
+                session.last_pex = now
+                for container_id, members in swarms.items():
+                    if session.node_id in members:
+                        await self._send_pex(session, container_id, members)
+
+    def _swarm_members(self) -> dict[bytes, dict[bytes, PeerAddress]]:
+        """Swarms worth gossiping about (what we fetch, what peers fetch from us) → their
+        members among our connections (node id → listen address): peers that hold or want
+        the container."""
+        wants = {s.node_id: set(s.index.peer_wants_held()) for s in self.sessions.values()}
+        ids = {cid for cid, d in self.downloads.items() if d.state != "complete"}
+        for wanted in wants.values():
+            ids.update(wanted)
+        swarms: dict[bytes, dict[bytes, PeerAddress]] = {}
+        for container_id in ids:
+            members: dict[bytes, PeerAddress] = {}
+            for session in self.sessions.values():
+                in_swarm = container_id in wants[session.node_id] or (
+                    session.index.peer_may_hold(container_id)
+                )
+                address = self._address_of(session) if in_swarm else None
+                if address is not None:
+                    members[session.node_id] = address
+            if len(members) >= 2:  # someone to tell, and someone to tell them about
+                swarms[container_id] = members
+        return swarms
+
+    async def _send_pex(
+        self, session: Session, container_id: bytes, members: dict[bytes, PeerAddress]
+    ) -> None:
+        told = session.pex_told.setdefault(container_id, set())
+        added = tuple(
+            address
+            for node_id, address in members.items()
+            if node_id != session.node_id and node_id not in told
+        )[:MAX_PEX_PEERS]
+        dropped = tuple(node_id for node_id in told if node_id not in members)[:MAX_PEX_PEERS]
+        if added or dropped:
+            told.update(address.node_id for address in added)
+            told.difference_update(dropped)
+            await self._send(session, Pex(container_id, added, dropped))
 
     def _address_of(self, session: Session) -> PeerAddress | None:
         hello = session.peer.hello
         if hello is None:
             return None
-        host = session.peer.remote_address.rsplit(":", 1)[0].strip("[]")
+        try:  # "tcp://host:port" when we dialled, "host:port" when it dialled us
+            host = StreamAddress.parse(session.peer.remote_address).host
+        except ValueError:
+            return None
         for text in hello.listen:
             try:
                 address = StreamAddress.parse(text)
@@ -945,11 +999,24 @@ class SwarmEngine:
 
     def _on_pex(self, message: Pex) -> None:
         download = self.downloads.get(message.container_id)
-        if download is None:
+        if download is None or download.state == "complete":
             return
+        learned = False
         for address in message.added:
-            if address.node_id != self.node.node_id and len(download.pex) < 500:
+            fresh = address.node_id not in download.pex and address.node_id not in self.sessions
+            if fresh and address.node_id != self.node.node_id and len(download.pex) < MAX_PEX_KEPT:
                 download.pex[address.node_id] = address
+                learned = True
+        if learned and self._swarm_size(download) < MAX_PEERS_PER_DOWNLOAD:
+            download.rediscover.set()
+
+    def _swarm_size(self, download: Download) -> int:
+        """Connections that hold or may hold the container."""
+        cid = download.container_id
+        return sum(
+            cid in s.holdings or s.index.peer_may_hold(cid) or download.metadata_from == s.node_id
+            for s in self.sessions.values()
+        )
 
     async def _discover(self, download: Download) -> None:
         """Find and dial peers for a download: given addresses, DHT providers, PEX."""
@@ -969,12 +1036,23 @@ class SwarmEngine:
             candidates += [
                 (StreamAddress("tcp", a.host, a.port), a.node_id) for a in download.pex.values()
             ]
+            now = self.network.now()
+            room = MAX_PEERS_PER_DOWNLOAD - self._swarm_size(download)
+            dialled = {s.peer.remote_address for s in self.sessions.values()}
+            dials: list[tuple[StreamAddress, bytes | None]] = []
+            for address, node_id in candidates:
+                if str(address) in dialled:
+                    continue
+                if node_id is not None and (
+                    node_id in self.sessions
+                    or node_id == self.node.node_id
+                    or self._dial_failed.get(node_id, -math.inf) + DIAL_RETRY_SECONDS > now
+                ):
+                    continue
+                if node_id is None or len(dials) < room:  # given addresses are always tried
+                    dials.append((address, node_id))
             async with trio.open_nursery() as nursery:
-                for address, node_id in candidates[:MAX_PEERS_PER_DOWNLOAD]:
-                    if node_id is not None and (
-                        node_id in self.sessions or node_id == self.node.node_id
-                    ):
-                        continue
+                for address, node_id in dials:
                     nursery.start_soon(self._dial, address, node_id)
             with trio.move_on_after(DISCOVERY_PERIOD_SECONDS):
                 await download.rediscover.wait()
@@ -983,11 +1061,15 @@ class SwarmEngine:
     async def _dial(self, address: StreamAddress, node_id: bytes | None) -> None:
         if node_id is not None and self.banned.get(node_id, -math.inf) > self.network.now():
             return
+        connected = False
         try:
             with trio.move_on_after(20):
                 await self.node.connect(address, expected_node_id=node_id)
+                connected = True
         except (OSError, PeerGone, ProtocolError):
             pass
+        if not connected and node_id is not None:
+            self._dial_failed[node_id] = self.network.now()
 
     # -- status ----------------------------------------------------------------------------
 

@@ -20,6 +20,10 @@ from wire.swarm import HaveContainer, Request
 
 MAX_QUEUED_UPLOADS: Final = 512
 """Requests from one peer waiting to be served; beyond this it gets Reject(overloaded)."""
+PEX_FIRST_SECONDS: Final = 3.0
+"""The first Pex on a connection goes this soon, so a flash crowd meshes in seconds."""
+PEX_PERIOD_SECONDS: Final = 60.0
+"""After the first, at most one round of Pex per connection this often (BEP 11)."""
 STRIKES_TO_BAN: Final = 3
 """Blocks that failed their proof before a peer is disconnected and banned."""
 
@@ -52,6 +56,14 @@ class Session:
     and so the file roots, are known)."""
     manifests: dict[bytes, int] = attrs.Factory(dict)
     """Manifests we are fetching from this peer → the offset asked for."""
+    pex_told: dict[bytes, set[bytes]] = attrs.Factory(dict)
+    """Per container, the swarm members (node ids) our Pex messages listed to this peer."""
+    last_pex: float | None = None
+
+    def next_pex_at(self) -> float:
+        if self.last_pex is None:
+            return self.connected_at + PEX_FIRST_SECONDS
+        return self.last_pex + PEX_PERIOD_SECONDS
 
     @property
     def node_id(self) -> bytes:

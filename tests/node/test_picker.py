@@ -157,6 +157,18 @@ def test_held_bits_is_the_bitfield_of_verified_pieces(held: str) -> None:
     assert picker.held_bits(ROOT) == pack(held)
 
 
+def test_peer_has_piece_follows_haves_bitfields_and_seeds() -> None:
+    picker = setup_picker("1100", have="1000")
+    assert picker.peer_has_piece(X, ROOT, 0) and not picker.peer_has_piece(X, ROOT, 1)
+    picker.peer_has(X, ROOT, 2)
+    assert picker.peer_has_piece(X, ROOT, 2)
+    assert not picker.peer_has_piece(b"stranger", ROOT, 0)
+    picker.peer_has_all(b"seed", ROOT)
+    assert all(picker.peer_has_piece(b"seed", ROOT, piece) for piece in range(4))
+    picker.peer_left(X)
+    assert not picker.peer_has_piece(X, ROOT, 0)
+
+
 # ---------------------------------------------------------------- partial pieces
 
 
