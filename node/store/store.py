@@ -351,12 +351,14 @@ class Store:
     def read_piece(self, root: bytes, index: int, *, piece_length: int | None = None) -> bytes:
         """A whole piece (at `piece_length`, default the finest stored), if held."""
         with self._lock:
-            row = self._index.require_root(root)
-            unit = piece_length or row.piece_length
-            size = piece_size(row.length, unit, index)
+            # Geometry and single held bits, not the whole row: splitting the piece layer on
+            # every read made serving cost grow with the square of the piece count.
+            length, stored_unit = self._index.root_geometry(root)
+            unit = piece_length or stored_unit
+            size = piece_size(length, unit, index)
             offset = index * unit
-            first, last = offset // row.piece_length, (offset + size - 1) // row.piece_length
-            if not all(has_bit(row.held, fine) for fine in range(first, last + 1)):
+            first, last = offset // stored_unit, (offset + size - 1) // stored_unit
+            if not all(self._index.held_bit(root, fine) for fine in range(first, last + 1)):
                 raise NotHeld(f"piece {index} of {root.hex()} is not held")
             return self._read(root, size, offset)
 
