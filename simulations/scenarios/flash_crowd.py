@@ -1,12 +1,15 @@
 """`flash-crowd`: one seed and N leechers who all want one file at the same instant.
 
 The seed holds a container of one file of F bytes (`FILE_BYTES`, 4 MiB by default, so that
-1,000 leechers run in minutes of wall time). Upload capacities are those of the libtorrent
-reference in docs/architecture.md: seed 4 MB/s, leechers 1, 2 or 4 MB/s at random; every
-download capacity is 4x the upload. Round trips are 20-150 ms (uniform), without loss. Every
-node is a real `Node` with the real `SwarmEngine` over a `MemoryStore`. Each leecher starts
-the download with the seed's address and `HINTS` random other leechers' addresses as hints
-(as a federation roster would give it); PEX and incoming connections do the rest.
+1,000 leechers run in minutes of wall time). Upload capacities keep the proportions of the
+libtorrent reference in ../shared/GUIDE.md (seed 4 MB/s, leechers 1, 2 or 4 MB/s, a 64 MiB
+file) scaled to home uplinks: seed 500 KB/s, leechers 125, 250 or 500 KB/s at random (1, 2
+or 4 Mbit/s), so that moving one copy takes seconds, as there, and round trips matter as
+little as there; every download capacity is 4x the upload. Round trips are 20-150 ms
+(uniform), without loss. Every node is a real `Node` with the real `SwarmEngine` over a
+`MemoryStore`. Each leecher starts the download with the seed's address and `HINTS` random
+other leechers' addresses as hints (as a federation roster would give it); PEX and incoming
+connections do the rest.
 
 Reported: completion times (from the instant every leecher asked) at p50, p90 and p100; the
 Kumar-Ross fluid lower bound T_min = max(F/u_s, F/d_min, N*F/(u_s + sum u_i)) computed from
@@ -33,8 +36,8 @@ from simulations.scenarios.swarm import SwarmNodes, address_of, describe, rounde
 from simulations.virtualnet import WorldConfig
 
 FILE_BYTES: Final = 4 * 1024 * 1024
-SEED_UPLOAD: Final = 4_000_000
-LEECHER_UPLOADS: Final = (1_000_000, 2_000_000, 4_000_000)
+SEED_UPLOAD: Final = 500_000
+LEECHER_UPLOADS: Final = (125_000, 250_000, 500_000)
 DOWNLOAD_FACTOR: Final = 4
 HINTS: Final = 4
 
@@ -267,3 +270,6 @@ async def run(simulation: Simulation, params: ScenarioParams, config: FlashCrowd
 DESCRIPTION = describe(__doc__)
 
 register(FlashCrowd().spec())
+register(FlashCrowd(piece_length=64 * 1024).spec("flash-crowd-64k"))
+"""The same with 64 KiB pieces: a quarter of the Have messages, which makes 1,000 leechers
+affordable in wall time."""
