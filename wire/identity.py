@@ -62,10 +62,11 @@ class RemoteIdentity:
     """An authenticated peer: its Ed25519 public key."""
 
     public_key: bytes
+    node_id: bytes = attrs.field(init=False, repr=False, eq=False)
+    """Computed once: the swarm engine asks for it on every message."""
 
-    @property
-    def node_id(self) -> bytes:
-        return node_id_of(self.public_key)
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "node_id", node_id_of(self.public_key))
 
 
 class LocalIdentity:

@@ -89,6 +89,8 @@ DIAL_RETRY_SECONDS: Final = 60.0
 DISCOVERY_PERIOD_SECONDS: Final = 30.0
 BAN_SECONDS: Final = 3600.0
 MIN_DEPTH: Final = 16
+REFILL_BATCH: Final = 4
+"""With requests in flight, wait until this many can go before asking the picker again."""
 MAX_DEPTH: Final = 256
 WRITE_BATCH_BYTES: Final = 8 * 1024 * 1024
 MAX_PEERS_PER_DOWNLOAD: Final = 40
@@ -492,8 +494,11 @@ class SwarmEngine:
     async def _fill_requests(self, session: Session) -> None:
         if session.peer_choking or not session.am_interested:
             return
-        room = self._depth(session) - len(session.in_flight)
-        if room <= 0:
+        in_flight = len(session.in_flight)
+        room = self._depth(session) - in_flight
+        # Top up in batches once the pipe is primed: one pick and a run of Requests the
+        # writer sends together, rather than a pick and a send per arriving block.
+        if room <= 0 or (in_flight and room < REFILL_BATCH):
             return
         now = self.network.now()
         for request in self.picker.pick(session.node_id, room, now, self.network.random):

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from wire.canonical import pack_canonical
 from wire.errors import DecodeError, ProtocolError
 from wire.merkle import BLOCK_SIZE, MerkleTree, check_piece_layer, piece_height, verify_block
+from wire.schema import to_wire
 from wire.swarm import (
     BLOCK_HEADER_SIZE,
     MANIFEST_CHUNK,
@@ -491,3 +492,22 @@ def test_bitfield_helpers() -> None:
         check_bitfield(bits, 17)
     with pytest.raises(ValueError):
         make_bitfield([10], 10)
+
+
+@given(
+    root=st.binary(min_size=31, max_size=33),
+    block_index=st.integers(min_value=-1, max_value=2**40),
+    proof_height=st.integers(min_value=-1, max_value=40),
+)
+def test_the_request_fast_path_encodes_exactly_as_the_schema(
+    root: bytes, block_index: int, proof_height: int
+) -> None:
+    request = Request(root, block_index, proof_height)
+    try:
+        expected = bytes([MESSAGE_TYPES[Request]]) + pack_canonical(to_wire(request))
+    except ValueError:
+        with pytest.raises(ValueError):
+            encode(request)
+        return
+    assert encode(request) == expected
+    assert decode(expected) == request
