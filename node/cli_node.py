@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from node.control import DEFAULT_CALL_TIMEOUT_SECONDS, call_sync
+from node.control import DEFAULT_CALL_TIMEOUT_SECONDS, CommandFailed, call_sync
 from node.datadir import resolve_data_dir
 
 
@@ -39,8 +39,12 @@ def command_status(args: argparse.Namespace) -> int:
     data_dir = resolve_data_dir(args.data_dir)
     node = call_sync(data_dir, "ping", timeout=args.timeout)
     peers = call_sync(data_dir, "peers", timeout=args.timeout).get("peers", [])
+    try:
+        swarm: dict[str, Any] | None = call_sync(data_dir, "swarm.status", timeout=args.timeout)
+    except CommandFailed:  # a node without the swarm service
+        swarm = None
     if args.json:
-        print(json.dumps({"node": node, "peers": peers}, indent=2))
+        print(json.dumps({"node": node, "peers": peers, "swarm": swarm}, indent=2))
         return 0
     console = Console()
     console.print(f"node [bold]{escape(str(node.get('node_id')))}[/bold]", highlight=False)
@@ -54,7 +58,48 @@ def command_status(args: argparse.Namespace) -> int:
     console.print(f"{count} peer{'' if count == 1 else 's'}", highlight=False)
     if peers:
         console.print(peer_table(peers))
+    if swarm is not None:
+        print_swarm(console, swarm)
     return 0
+
+
+def print_swarm(console: Console, swarm: dict[str, Any]) -> None:
+    """What we share and to whom: held containers, downloads, and per peer the rates and
+    the containers it fetches from us (serving) and we fetch from it (fetching)."""
+    held = swarm.get("held_containers", 0)
+    console.print(f"sharing {held} container{'' if held == 1 else 's'}", highlight=False)
+    downloads = swarm.get("downloads") or []
+    if downloads:
+        table = Table(box=box.SIMPLE_HEAD, pad_edge=False, title="downloads")
+        for column in ("container", "name", "state", "held"):
+            table.add_column(column, no_wrap=column != "name", overflow="fold")
+        for download in downloads:
+            total, have = download.get("total_bytes") or 0, download.get("held_bytes") or 0
+            done = f"{100 * have / total:.0f}%" if total else "-"
+            table.add_row(
+                escape(str(download.get("container_id", "?"))[:16]),
+                escape(str(download.get("name") or "?")),
+                escape(str(download.get("state"))),
+                f"{done} of {format_bytes(total)}",
+            )
+        console.print(table)
+    sessions = swarm.get("peers") or []
+    if sessions:
+        table = Table(box=box.SIMPLE_HEAD, pad_edge=False, title="swarm")
+        columns = ("peer", "down/s", "up/s", "serving", "fetching", "we unchoke", "unchokes us")
+        for column in columns:
+            table.add_column(column, no_wrap=True, justify="left" if column == "peer" else "right")
+        for session in sessions:
+            table.add_row(
+                escape(str(session.get("node_id", "?"))[:16]),
+                format_bytes(session.get("download_rate")),
+                format_bytes(session.get("upload_rate")),
+                str(session.get("serving_count", 0)),
+                str(session.get("fetching_count", 0)),
+                "no" if session.get("choking_them") else "yes",
+                "no" if session.get("choked_by_them") else "yes",
+            )
+        console.print(table)
 
 
 def peer_table(peers: list[dict[str, Any]]) -> Table:

@@ -96,6 +96,8 @@ WRITE_BATCH_BYTES: Final = 8 * 1024 * 1024
 MAX_PEERS_PER_DOWNLOAD: Final = 40
 """Discovery dials until this many connections are in a download's swarm."""
 MAX_PEX_KEPT: Final = 500
+STATUS_IDS: Final = 20
+"""Container ids listed per peer in `status()` (the counts are complete)."""
 
 
 @attrs.define(eq=False)
@@ -1096,6 +1098,10 @@ class SwarmEngine:
                     "bytes_down": s.bytes_down,
                     "bytes_up": s.bytes_up,
                     "in_flight": len(s.in_flight),
+                    "serving": [c.hex() for c in s.index.peer_wants_held()[:STATUS_IDS]],
+                    "serving_count": len(s.index.peer_wants_held()),
+                    "fetching": [c.hex() for c in list(s.holdings)[:STATUS_IDS]],
+                    "fetching_count": len(s.holdings),
                 }
                 for s in self.sessions.values()
             ],

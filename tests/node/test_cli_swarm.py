@@ -98,7 +98,15 @@ def test_add_on_a_running_node_then_get_in_the_foreground_and_through_a_node(
             )
             assert got.returncode == 0, got.stderr
             assert "complete" in got.stdout
+            status = kinswarm("status", "--json", "--data-dir", str(tmp_path / "c"))
+            assert status.returncode == 0, status.stderr
+            swarm = json.loads(status.stdout)["swarm"]
+            assert swarm["held_containers"] == 1
+            assert swarm["downloads"][0]["state"] == "complete"
         assert (downloads_c / "field notes" / "notes.txt").read_bytes() == b"robins\n"
+        status_text = kinswarm("status", "--data-dir", str(tmp_path / "seed"))
+        assert status_text.returncode == 0, status_text.stderr
+        assert "sharing 1 container" in status_text.stdout
 
 
 def test_get_of_nonsense_is_a_one_line_error(tmp_path: Path) -> None:
