@@ -36,6 +36,7 @@ from node.network import StreamAddress
 from node.node import Node
 from node.peer import PeerConnection, PeerGone
 from node.picker import BlockRequest, BlockStatus, PickerError, PiecePicker, piece_layout
+from node.swarm.reveal import MIN_WINDOW_PIECES, PeerReveal, RevealedFile
 from node.swarm.session import STRIKES_TO_BAN, Session
 from node.swarm.storeapi import SwarmStore
 from node.swarm.transfer import FileDownload, PieceCache, check_manifest
@@ -160,6 +161,8 @@ class SwarmEngine:
         self.downloads: dict[bytes, Download] = {}
         self.files: dict[bytes, FileDownload] = {}
         self.banned: dict[bytes, float] = {}
+        self._revealed: dict[bytes, RevealedFile] = {}
+        """Files we seed a window at a time, by root (`node.swarm.reveal`)."""
         self._dial_failed: dict[bytes, float] = {}
         self.blocks_rejected = 0
         self.pieces_written = 0
@@ -272,6 +275,8 @@ class SwarmEngine:
             return  # a duplicate connection that lost the tie-break: not this session's
         del self.sessions[peer.node_id]
         session.index.close()
+        for root in list(session.reveals):
+            self._stop_revealing(session, root)
         self.picker.peer_left(peer.node_id)
         for download in self.downloads.values():
             lost_a_source = download.container_id in session.holdings or (
@@ -283,6 +288,7 @@ class SwarmEngine:
                 download.metadata_from = None
         session.in_flight.clear()
         session.upload_wakeup.set()
+        self._choke_wakeup.set()  # a slot may have come free
         for other in list(self.sessions.values()):
             if other.am_interested and not other.peer_choking and self._nursery is not None:
                 self._nursery.start_soon(self._fill_requests, other)
@@ -339,6 +345,16 @@ class SwarmEngine:
         elif isinstance(message, HaveAll | HaveNone | Bitfield | Have):
             self._on_availability(session, message)
             await self._update_interest(session)
+            reveal = session.reveals.get(message.root)
+            if reveal is not None and not isinstance(message, HaveNone):
+                if isinstance(message, HaveAll):
+                    self._stop_revealing(session, message.root)
+                elif message.piece_length == reveal.file.piece_length:
+                    if isinstance(message, Bitfield):
+                        reveal.peer_bitfield(message.bits)
+                    else:
+                        reveal.peer_has(message.piece)
+                    await self._reveal_more(session, message.root)
         elif isinstance(message, Choke):
             session.peer_choking = True
             for root, block in list(session.in_flight):
@@ -351,6 +367,7 @@ class SwarmEngine:
             self._choke_wakeup.set()  # a free slot can be filled now, not at the next round
         elif isinstance(message, NotInterested):
             session.peer_interested = False
+            self._choke_wakeup.set()  # its slot goes to someone who wants data, now
         elif isinstance(message, Cancel):
             session.cancel_upload(message.root, message.block_index)
         elif isinstance(message, Reject):
@@ -380,9 +397,7 @@ class SwarmEngine:
         """Answer a want for a container we hold: all of it, or what a download has so far."""
         download = self.downloads.get(container_id)
         if download is None or download.state == "complete":
-            manifest = await self.network.run_blocking(self.store.manifest, container_id)
-            session.roots_seen.update(e.root for e in manifest.files if e.root is not None)
-            await self._send(session, HaveContainer(container_id, True, (), (), ()))
+            await self._send_revealed(session, container_id)
             return
         if download.state != "transfer":
             return
@@ -399,6 +414,13 @@ class SwarmEngine:
             bits = self.picker.held_bits(root)
             if any(bits):
                 partial.append(Bitfield(root, file.piece_length, bits))
+        await self._send_have_container(session, container_id, have_all, partial)
+
+    async def _send_have_container(
+        self, session: Session, container_id: bytes, have_all: list[bytes], partial: list[Bitfield]
+    ) -> None:
+        """HaveContainer (nothing held by default), spilling into HaveAll and Bitfield
+        messages beyond what one message may list."""
         listed = have_all[:MAX_HAVE_FILES]
         room = MAX_HAVE_FILES - len(listed)
         await self._send(
@@ -409,6 +431,53 @@ class SwarmEngine:
             await self._send(session, HaveAll(root))
         for bitfield in partial[room:]:
             await self._send(session, bitfield)
+
+    async def _send_revealed(self, session: Session, container_id: bytes) -> None:
+        """Answer a want for a container we hold whole: small files whole, larger ones a
+        window of pieces at a time (`node.swarm.reveal`)."""
+        manifest = await self.network.run_blocking(self.store.manifest, container_id)
+        now = self.network.now()
+        have_all: list[bytes] = []
+        partial: list[Bitfield] = []
+        for entry in manifest.files:
+            root = entry.root
+            if root is None or root in session.roots_seen:
+                continue
+            session.roots_seen.add(root)
+            pieces = -(-entry.length // manifest.piece_length)
+            if pieces <= MIN_WINDOW_PIECES or root in self.files:
+                have_all.append(root)
+                continue
+            file = self._revealed.get(root)
+            if file is None:
+                file = self._revealed[root] = RevealedFile(manifest.piece_length, entry.length)
+            reveal = session.reveals.get(root)
+            if reveal is None:
+                reveal = session.reveals[root] = PeerReveal(file)
+                file.peers += 1
+            bits = bytearray(-(-pieces // 8))
+            for piece in reveal.top_up(now):
+                bits[piece >> 3] |= 0x80 >> (piece & 7)
+            partial.append(Bitfield(root, manifest.piece_length, bytes(bits)))
+        await self._send_have_container(session, container_id, have_all, partial)
+
+    async def _reveal_more(self, session: Session, root: bytes) -> None:
+        reveal = session.reveals.get(root)
+        if reveal is None:
+            return
+        if reveal.done:
+            self._stop_revealing(session, root)
+            return
+        file = reveal.file
+        for piece in reveal.top_up(self.network.now()):
+            await self._send(session, Have(root, file.piece_length, piece))
+
+    def _stop_revealing(self, session: Session, root: bytes) -> None:
+        reveal = session.reveals.pop(root, None)
+        if reveal is not None:
+            reveal.file.peers -= 1
+            if reveal.file.peers == 0 and root in self._revealed:
+                del self._revealed[root]
 
     async def _peer_holds(self, session: Session, event: PeerHolds) -> None:
         download = self.downloads.get(event.container_id)
@@ -434,6 +503,16 @@ class SwarmEngine:
         for bitfield in have.partial:
             self._on_availability(session, bitfield)
         await self._update_interest(session)
+        if have.partial and download.container_id not in session.told_held:
+            # A peer that shows us part of a file (a download, or a seed revealing a window)
+            # chooses what to show from what we have: tell it.
+            session.told_held.add(download.container_id)
+            for bitfield in have.partial:
+                file = self.files.get(bitfield.root)
+                if file is not None and bitfield.piece_length == file.piece_length:
+                    bits = self.picker.held_bits(bitfield.root)
+                    if any(bits):
+                        await self._send(session, Bitfield(bitfield.root, file.piece_length, bits))
 
     def _roots_of(self, download: Download) -> list[bytes]:
         if download.manifest is None:
@@ -446,8 +525,9 @@ class SwarmEngine:
         session.roots_seen.add(root)
         if root in self.files:
             self.picker.peer_has_all(session.node_id, root)
-            if not self.picker.is_complete(root):
-                session.useful.add(root)
+            lacking = self.files[root].piece_count - self.picker.completed_pieces(root)
+            if lacking > 0:
+                session.useful[root] = lacking
 
     def _on_availability(self, session: Session, message: Any) -> None:
         root = message.root
@@ -463,22 +543,29 @@ class SwarmEngine:
         try:
             if isinstance(message, Bitfield):
                 self.picker.peer_bitfield(session.node_id, root, message.bits)
-                wanted = any(
-                    message.bits[p // 8] & (0x80 >> (p % 8)) and not self.picker.has_piece(root, p)
+                bits, has_piece = message.bits, self.picker.has_piece
+                lacking = sum(
+                    1
                     for p in range(file.piece_count)
+                    if bits[p // 8] & (0x80 >> (p % 8)) and not has_piece(root, p)
                 )
             else:
+                if self.picker.peer_has_piece(session.node_id, root, message.piece):
+                    return
                 self.picker.peer_has(session.node_id, root, message.piece)
-                wanted = not self.picker.has_piece(root, message.piece)
+                if self.picker.has_piece(root, message.piece):
+                    return
+                lacking = session.useful.get(root, 0) + 1
         except (PickerError, IndexError):
             return
-        if wanted:
-            session.useful.add(root)
+        if lacking > 0:
+            session.useful[root] = lacking
+        else:
+            session.useful.pop(root, None)
 
     async def _update_interest(self, session: Session) -> None:
-        session.useful = {
-            r for r in session.useful if r in self.files and not self.picker.is_complete(r)
-        }
+        for root in [r for r in session.useful if r not in self.files]:
+            del session.useful[root]
         interested = bool(session.useful)
         if interested != session.am_interested:
             session.am_interested = interested
@@ -599,11 +686,29 @@ class SwarmEngine:
                         continue
                     self.pieces_written += 1
                     self.picker.piece_verified(file.root, piece)
-                    await self._announce_piece(file, piece, len(data))
+                    drained = self._count_held(file.root, piece)  # before any await
+                    await self._announce_piece(file, piece, len(data), drained)
                 for container_id in result.completed:
                     await self._finished(container_id)
 
-    async def _announce_piece(self, file: FileDownload, piece: int, size: int) -> None:
+    def _count_held(self, root: bytes, piece: int) -> list[Session]:
+        """We hold `piece` now: each peer that has it has one piece fewer we lack. Runs in
+        the same step as `piece_verified`, so a Have arriving in between is not counted
+        twice. Returns the sessions left with nothing we lack."""
+        drained = []
+        for session in self.sessions.values():
+            if root in session.useful and self.picker.peer_has_piece(session.node_id, root, piece):
+                lacking = session.useful[root] - 1
+                if lacking > 0:
+                    session.useful[root] = lacking
+                else:
+                    del session.useful[root]
+                    drained.append(session)
+        return drained
+
+    async def _announce_piece(
+        self, file: FileDownload, piece: int, size: int, drained: list[Session]
+    ) -> None:
         for download in self._root_downloads.get(file.root, []):
             download.held_bytes += size
             self._notify(download)
@@ -616,6 +721,9 @@ class SwarmEngine:
                 session.node_id, file.root, piece
             ):
                 await self._send(session, have)
+        for session in drained:
+            if session.node_id in self.sessions:
+                await self._update_interest(session)
         if self.picker.is_complete(file.root):
             for session in list(self.sessions.values()):
                 if file.root in session.useful:
@@ -848,6 +956,9 @@ class SwarmEngine:
             size = len(payload)
             session.bytes_up += size
             session.uploaded.add(size, self.network.now())
+            reveal = session.reveals.get(request.root)
+            if reveal is not None and reveal.block_served(request.block_index):
+                await self._reveal_more(session, request.root)
 
     async def _block_payload(self, request: Request) -> bytes | None:
         """The Block message for a request, or None if we cannot serve it.
@@ -905,6 +1016,9 @@ class SwarmEngine:
                     session.am_choking = False
                     session.last_unchoked = now
                     await self._send(session, Unchoke())
+            for session in list(self.sessions.values()):
+                for root in list(session.reveals):  # windows gone stale
+                    await self._reveal_more(session, root)
             with trio.move_on_at(max(decision.next_update, now + 0.5)):
                 await self._choke_wakeup.wait()
             self._choke_wakeup = trio.Event()

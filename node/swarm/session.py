@@ -15,6 +15,7 @@ import trio
 
 from node.choker import RateMeter
 from node.peer import PeerConnection
+from node.swarm.reveal import PeerReveal
 from wire.index import IndexExchange
 from wire.swarm import HaveContainer, Request
 
@@ -40,8 +41,10 @@ class Session:
     last_unchoked: float | None = None
     in_flight: dict[tuple[bytes, int], float] = attrs.Factory(dict)
     """(root, file block) → when we asked, for our requests to this peer."""
-    useful: set[bytes] = attrs.Factory(set)
-    """Roots we are fetching of which this peer holds a piece we lack (interest)."""
+    useful: dict[bytes, int] = attrs.Factory(dict)
+    """Roots we are fetching → how many pieces we lack this peer has (> 0). Interest is
+    whether any is left, so a peer that has nothing more for us gets NotInterested and its
+    unchoke goes to someone it can help."""
     roots_seen: set[bytes] = attrs.Factory(set)
     """Roots this peer told us anything about (they get our Have messages)."""
     uploads: deque[Request] = attrs.Factory(deque)
@@ -56,6 +59,10 @@ class Session:
     and so the file roots, are known)."""
     manifests: dict[bytes, int] = attrs.Factory(dict)
     """Manifests we are fetching from this peer → the offset asked for."""
+    told_held: set[bytes] = attrs.Factory(set)
+    """Containers whose held pieces we sent this peer unasked (it showed us part of one)."""
+    reveals: dict[bytes, PeerReveal] = attrs.Factory(dict)
+    """Files we seed to this peer a window at a time (`node.swarm.reveal`), by root."""
     pex_told: dict[bytes, set[bytes]] = attrs.Factory(dict)
     """Per container, the swarm members (node ids) our Pex messages listed to this peer."""
     last_pex: float | None = None

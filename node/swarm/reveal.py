@@ -1,0 +1,130 @@
+"""Seeding a file to many peers at once: show each peer a few pieces at a time.
+
+A seed that tells every peer "I have it all" gets asked for the same pieces by many of them
+(each picks rarest-first from what it sees, and what is in flight to others is invisible), so
+it uploads several copies while the peers have little to trade. BEP 16's super-seeding shows
+each peer only pieces nobody was shown yet; BEP 16 waits to see a piece spread before showing
+more, which stalls a peer that fetches alone. Here each peer sees a small window of pieces it
+lacks, the ones shown least often so far, and the window is topped up as the peer consumes it
+(all its blocks uploaded to that peer, or the peer announcing the piece). The window is at
+least `MIN_WINDOW_PIECES` and about `WINDOW_BLOCKS` blocks shared among the peers the file is
+being revealed to, so one peer alone still has a full pipe. A piece shown but not consumed
+within `STALE_SECONDS` stops counting against the window (the peer may have it from someone
+else and, believing we have it too, never said so), so a peer never waits on us forever.
+
+Sans-IO: the engine tells it what happened and sends the Have messages for the pieces it
+returns. Files of at most `MIN_WINDOW_PIECES` pieces are shown whole.
+"""
+
+from __future__ import annotations
+
+from array import array
+from typing import Final
+
+from wire.merkle import BLOCK_SIZE
+
+MIN_WINDOW_PIECES: Final = 2
+WINDOW_BLOCKS: Final = 64
+STALE_SECONDS: Final = 5.0
+
+
+class RevealedFile:
+    """One file we seed with reveals: how often each piece was shown, to how many peers."""
+
+    __slots__ = (
+        "blocks_per_piece",
+        "counts",
+        "cursor",
+        "length",
+        "peers",
+        "piece_count",
+        "piece_length",
+    )
+
+    def __init__(self, piece_length: int, length: int) -> None:
+        self.piece_length = piece_length
+        self.length = length
+        self.piece_count = -(-length // piece_length)
+        self.blocks_per_piece = piece_length // BLOCK_SIZE
+        self.counts = array("I", bytes(4 * self.piece_count))
+        self.peers = 0
+        """Peers it is being revealed to now."""
+        self.cursor = 0
+
+    def blocks_in(self, piece: int) -> int:
+        size = min(self.piece_length, self.length - piece * self.piece_length)
+        return -(-size // BLOCK_SIZE)
+
+    def window(self) -> int:
+        share = -(-WINDOW_BLOCKS // (self.blocks_per_piece * max(1, self.peers)))
+        return max(MIN_WINDOW_PIECES, share)
+
+
+class PeerReveal:
+    """What one peer was shown of one file, and what it has."""
+
+    __slots__ = ("file", "has", "has_count", "pending", "served")
+
+    def __init__(self, file: RevealedFile) -> None:
+        self.file = file
+        self.pending: dict[int, float] = {}
+        """Pieces shown and not yet consumed → when they were shown."""
+        self.has = bytearray(file.piece_count)
+        self.has_count = 0
+        self.served: dict[int, int] = {}
+        """Blocks of pending pieces uploaded to this peer."""
+
+    @property
+    def done(self) -> bool:
+        return self.has_count == self.file.piece_count
+
+    def peer_has(self, piece: int) -> None:
+        if 0 <= piece < len(self.has) and not self.has[piece]:
+            self.has[piece] = 1
+            self.has_count += 1
+            self.pending.pop(piece, None)
+            self.served.pop(piece, None)
+
+    def peer_bitfield(self, bits: bytes) -> None:
+        for piece in range(self.file.piece_count):
+            if bits[piece >> 3] & (0x80 >> (piece & 7)):
+                self.peer_has(piece)
+
+    def block_served(self, block_index: int) -> bool:
+        """A block went to the peer (block index in 16 KiB blocks of the file). True if
+        that consumed a shown piece (time to top up)."""
+        piece = block_index // self.file.blocks_per_piece
+        if piece not in self.pending:
+            return False
+        served = self.served.get(piece, 0) + 1
+        if served >= self.file.blocks_in(piece):
+            self.peer_has(piece)  # it will have it once it verifies: consumed
+            return True
+        self.served[piece] = served
+        return False
+
+    def top_up(self, now: float) -> list[int]:
+        """Pieces to show now (the engine sends a Have for each)."""
+        file = self.file
+        live = sum(1 for shown in self.pending.values() if shown + STALE_SECONDS > now)
+        need = file.window() - live
+        if need <= 0 or self.done:
+            return []
+        picked: list[int] = []
+        count = file.piece_count
+        level = min(file.counts)
+        ceiling = max(file.counts)
+        while len(picked) < need and level <= ceiling:
+            start = file.cursor
+            for offset in range(count):
+                piece = (start + offset) % count
+                if file.counts[piece] != level or self.has[piece] or piece in self.pending:
+                    continue
+                picked.append(piece)
+                self.pending[piece] = now
+                file.counts[piece] += 1
+                file.cursor = (piece + 1) % count
+                if len(picked) == need:
+                    break
+            level += 1
+        return picked

@@ -1,0 +1,67 @@
+"""Seeding a window of pieces at a time (`node.swarm.reveal`)."""
+
+from __future__ import annotations
+
+from node.swarm.reveal import STALE_SECONDS, WINDOW_BLOCKS, PeerReveal, RevealedFile
+from wire.merkle import BLOCK_SIZE
+
+PIECE = 4 * BLOCK_SIZE
+
+
+def seeded(
+    pieces: int, peers: int, piece_length: int = PIECE
+) -> tuple[RevealedFile, list[PeerReveal]]:
+    file = RevealedFile(piece_length, pieces * piece_length - 100)  # a short last piece
+    reveals = [PeerReveal(file) for _ in range(peers)]
+    file.peers = peers
+    return file, reveals
+
+
+def test_the_window_fills_one_peers_pipe_and_shrinks_as_peers_join() -> None:
+    alone, _ = seeded(1000, 1)
+    assert alone.window() == WINDOW_BLOCKS // 4
+    crowd, _ = seeded(1000, 100)
+    assert crowd.window() == 2
+    big_pieces, _ = seeded(100, 1, piece_length=64 * BLOCK_SIZE)
+    assert big_pieces.window() == 2
+
+
+def test_peers_are_shown_pieces_nobody_was_shown_before_any_twice() -> None:
+    file, reveals = seeded(16, 8)  # a window of two pieces each
+    shown = [reveal.top_up(now=0.0) for reveal in reveals]
+    assert all(len(pieces) == 2 for pieces in shown)
+    assert sorted(p for pieces in shown for p in pieces) == list(range(16))
+    assert list(file.counts) == [1] * 16
+    file.peers += 1
+    late = PeerReveal(file).top_up(now=0.0)
+    assert len(late) == 2 and list(file.counts).count(2) == 2
+
+
+def test_a_consumed_piece_makes_room_and_pieces_the_peer_has_are_never_shown() -> None:
+    _, (reveal,) = seeded(40, 1)  # a window of 16 pieces
+    reveal.peer_bitfield(bytes([0b1100_0000, 0, 0, 0, 0]))  # it has pieces 0 and 1
+    first = reveal.top_up(now=0.0)
+    assert len(first) == 16 and not {0, 1} & set(first)
+    assert reveal.top_up(now=0.1) == []  # the window is full
+    piece = first[0]
+    consumed = [reveal.block_served(piece * 4 + block) for block in range(4)]
+    assert consumed == [False, False, False, True]
+    more = reveal.top_up(now=0.2)
+    assert len(more) == 1 and more[0] not in {0, 1, *first}
+
+
+def test_the_last_short_piece_is_consumed_by_its_own_block_count() -> None:
+    file, (reveal,) = seeded(3, 1)
+    reveal.peer_bitfield(bytes([0b1100_0000]))
+    assert reveal.top_up(now=0.0) == [2]
+    assert file.blocks_in(2) == 4  # 64 KiB - 100 bytes still spans four blocks
+    assert [reveal.block_served(8 + b) for b in range(4)][-1] is True
+    assert reveal.done
+
+
+def test_a_stale_window_is_topped_up_so_a_peer_never_waits_forever() -> None:
+    _, (reveal,) = seeded(50, 1)
+    first = reveal.top_up(now=0.0)
+    assert reveal.top_up(now=STALE_SECONDS - 0.1) == []
+    later = reveal.top_up(now=STALE_SECONDS + 0.1)
+    assert len(later) == len(first) and not set(later) & set(first)
