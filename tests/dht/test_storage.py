@@ -522,4 +522,6 @@ def test_100k_providers_added_and_expired_quickly() -> None:
     elapsed = time.perf_counter() - started
     assert store.stats(200.0 + PROVIDER_TTL).providers == 0
     assert store.stats(200.0 + PROVIDER_TTL).bytes == 0
-    assert elapsed < 2.0, f"{elapsed:.2f} s"
+    # Not a speed target (those live in bench/): a guard against quadratic adds or expiry,
+    # which take minutes here. About 1 s on an idle machine; CI shares its cores.
+    assert elapsed < 15.0, f"{elapsed:.2f} s"

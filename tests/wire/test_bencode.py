@@ -108,7 +108,8 @@ def test_announced_length_is_never_allocated() -> None:
     started = time.perf_counter()
     with pytest.raises(DecodeError, match="past the end"):
         bdecode(b"9999999999:" + b"x" * 9)
-    assert time.perf_counter() - started < 0.1
+    # Microseconds when idle; only allocating the announced 10 GB would take this long.
+    assert time.perf_counter() - started < 1.0
 
 
 def test_depth_is_bounded() -> None:
@@ -126,7 +127,8 @@ def test_depth_bomb_is_rejected_quickly() -> None:
         bdecode(bomb)
     with pytest.raises(DecodeError, match="nested deeper"):
         bdecode(b"d1:a" * 100_000)
-    assert time.perf_counter() - started < 1
+    # ~0.1 s idle; a quadratic or recursive decoder takes minutes (or overflows the stack).
+    assert time.perf_counter() - started < 5
 
 
 @given(st.binary(max_size=200))
