@@ -86,18 +86,24 @@ def print_swarm(console: Console, swarm: dict[str, Any]) -> None:
     sessions = swarm.get("peers") or []
     if sessions:
         table = Table(box=box.SIMPLE_HEAD, pad_edge=False, title="swarm")
-        columns = ("peer", "down/s", "up/s", "serving", "fetching", "we unchoke", "unchokes us")
-        for column in columns:
+        # serve: containers it fetches from us; fetch: containers we fetch from it;
+        # unchoked: who lets whom fetch (both, by us, by them, -).
+        for column in ("peer", "down/s", "up/s", "serve", "fetch", "unchoked"):
             table.add_column(column, no_wrap=True, justify="left" if column == "peer" else "right")
         for session in sessions:
+            by_us, by_them = not session.get("choking_them"), not session.get("choked_by_them")
+            unchoked = {
+                (True, True): "both",
+                (True, False): "by us",
+                (False, True): "by them",
+            }.get((by_us, by_them), "-")
             table.add_row(
                 escape(str(session.get("node_id", "?"))[:16]),
                 format_bytes(session.get("download_rate")),
                 format_bytes(session.get("upload_rate")),
                 str(session.get("serving_count", 0)),
                 str(session.get("fetching_count", 0)),
-                "no" if session.get("choking_them") else "yes",
-                "no" if session.get("choked_by_them") else "yes",
+                unchoked,
             )
         console.print(table)
 
