@@ -29,8 +29,7 @@ from node.errors import UserError
 from node.network import StreamAddress
 from node.node import Node
 from node.swarm.engine import SwarmEngine
-from wire.errors import DecodeError
-from wire.magnet import parse_magnet
+from node.swarm_commands import container_id_of
 
 Serve = Callable[[argparse.Namespace, Any], Awaitable[int]]
 
@@ -53,25 +52,6 @@ def register(
     )
     get.add_argument("--no-seed", action="store_true", help="stop once complete")
     get.set_defaults(handler=command_get)
-
-
-def container_id_of(name: str) -> bytes:
-    """The container id in `name`: 64 hex digits, `ks:<hex>`, or a magnet with urn:kinswarm."""
-    if name.startswith("magnet:"):
-        try:
-            magnet = parse_magnet(name)
-        except DecodeError as exc:
-            raise UserError(f"bad magnet link: {exc}") from exc
-        if magnet.kinswarm_id is None:
-            raise UserError("this magnet link names no kinswarm container (xt=urn:kinswarm:…)")
-        return magnet.kinswarm_id
-    try:
-        value = bytes.fromhex(name.removeprefix("ks:"))
-    except ValueError as exc:
-        raise UserError(f"{name!r} is not a container id, ks:<id> or magnet link") from exc
-    if len(value) != 32:
-        raise UserError("a container id is 64 hex digits")
-    return value
 
 
 def command_get(args: argparse.Namespace) -> int:

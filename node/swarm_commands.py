@@ -19,21 +19,36 @@ from node.network import StreamAddress
 from node.store import AlreadyStored, Store
 from node.swarm.engine import SwarmEngine
 from wire.container import Metadata
+from wire.errors import DecodeError
+from wire.magnet import parse_magnet
 
 PROGRESS_PERIOD_SECONDS = 0.5
+
+
+def container_id_of(name: str) -> bytes:
+    """The container id in `name`: 64 hex digits, `ks:<hex>`, or a magnet with urn:kinswarm."""
+    if name.startswith("magnet:"):
+        try:
+            magnet = parse_magnet(name)
+        except DecodeError as exc:
+            raise UserError(f"bad magnet link: {exc}") from exc
+        if magnet.kinswarm_id is None:
+            raise UserError("this magnet link names no kinswarm container (xt=urn:kinswarm:…)")
+        return magnet.kinswarm_id
+    try:
+        value = bytes.fromhex(name.removeprefix("ks:"))
+    except ValueError as exc:
+        raise UserError(f"{name!r} is not a container id, ks:<id> or magnet link") from exc
+    if len(value) != 32:
+        raise UserError("a container id is 64 hex digits")
+    return value
 
 
 def container_id_param(params: dict[str, Any]) -> bytes:
     text = params.get("id")
     if not isinstance(text, str):
         raise UserError("give a container id (64 hex digits)")
-    try:
-        value = bytes.fromhex(text.removeprefix("ks:"))
-    except ValueError as exc:
-        raise UserError(f"{text!r} is not a container id") from exc
-    if len(value) != 32:
-        raise UserError("a container id is 32 bytes (64 hex digits)")
-    return value
+    return container_id_of(text)
 
 
 def register_swarm_commands(server: ControlServer, engine: SwarmEngine, store: Store) -> None:
@@ -93,8 +108,10 @@ def register_swarm_commands(server: ControlServer, engine: SwarmEngine, store: S
                 )
             )
             state = "added"
-        except AlreadyStored:
+        except AlreadyStored:  # as `kinswarm add` without a node: new URLs become names
             state = "already added"
+            for url in urls:
+                await engine.network.run_blocking(store.add_name, manifest.id, url)
         await engine.share(manifest.id)
         return {
             "status": state,
