@@ -236,3 +236,53 @@ def subtree_proof(leaves: Sequence[bytes], index: int, height: int) -> list[byte
         layer = parent_layer(layer, level)
         position >>= 1
     return siblings
+
+
+def span_height(block_count: int) -> int:
+    """Height of the smallest aligned subtree holding a run of `block_count` blocks: a run
+    of blocks travels as that subtree's leaves (a power of two of them, or fewer at the
+    file's end, where the rest are zero leaves)."""
+    return tree_height(block_count)
+
+
+def range_proof(leaves: Sequence[bytes], first: int, count: int, height: int) -> list[bytes]:
+    """Sibling hashes from the subtree holding blocks `first .. first + count - 1` up to
+    height `height`, for a piece whose leaf hashes are `leaves` (indices within the piece;
+    missing leaves are zero leaves). The run must be an aligned subtree: `count` a power of
+    two dividing `first`, or shorter only where the piece's leaves end."""
+    span = span_height(count)
+    aligned = count >= 1 and first % (1 << span) == 0 and span <= height
+    if not aligned or first + count > len(leaves):
+        raise ValueError(f"blocks {first}+{count} are not a subtree of a piece of height {height}")
+    if count != 1 << span and first + count != len(leaves):
+        raise ValueError(f"blocks {first}+{count}: only the last run of a piece may be short")
+    layer = list(leaves)
+    for level in range(span):
+        layer = parent_layer(layer, level)
+    siblings = []
+    position = first >> span
+    for level in range(span, height):
+        sibling = position ^ 1
+        siblings.append(layer[sibling] if sibling < len(layer) else pad_hash(level))
+        layer = parent_layer(layer, level)
+        position >>= 1
+    return siblings
+
+
+def verify_range(
+    data: bytes | bytearray | memoryview,
+    first_block: int,
+    proof: Sequence[bytes],
+    trusted: bytes,
+) -> bool:
+    """True if `data`, blocks `first_block ...` of a file forming an aligned subtree (its
+    leaves padded with zero leaves), hashes up through `proof` to `trusted`. For one block
+    this is `verify_block`."""
+    if not data:
+        return False
+    leaves = hash_blocks(data)
+    span = span_height(len(leaves))
+    if first_block % (1 << span):
+        return False
+    node = root_from_layer(leaves, 0, span)
+    return node_from_proof(node, first_block >> span, proof) == trusted

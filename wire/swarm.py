@@ -84,6 +84,10 @@ MAX_BLOCK_INDEX: Final = (1 << 32) - 1
 MAX_PIECE_INDEX: Final = (1 << 32) - 1
 MAX_PROOF_HASHES: Final = 32
 """A tree over at most 2^32 blocks is at most 32 levels high."""
+MAX_RUN_BLOCKS: Final = 16
+"""Blocks one Request may ask for and one Block may carry (256 KiB): a run of blocks is one
+message each way instead of one per 16 KiB, which is most of the per-byte cost in Python."""
+MAX_BLOCK_DATA: Final = MAX_RUN_BLOCKS * BLOCK_SIZE
 MAX_LAYER_HASHES: Final = 32 * 1024
 """Piece-layer hashes per Layer message (exactly 1 MiB); longer layers come in chunks."""
 MANIFEST_CHUNK: Final = 1024 * 1024
@@ -384,13 +388,26 @@ class NotInterested(SwarmRecord):
 
 @attrs.frozen
 class Request(SwarmRecord):
-    """Send block `block_index` (16 KiB blocks of the file) with `proof_height` sibling
-    hashes: enough to reach the layer the requester trusts (its piece layer, or the root for
-    a proof of the tree's full height; 0 when it verifies whole pieces itself)."""
+    """Send the `count` blocks from `block_index` (16 KiB blocks of the file) with the
+    sibling hashes from their subtree up to height `proof_height`: the layer the requester
+    trusts (its piece layer, or the root for a proof of the tree's full height; 0 when it
+    verifies whole pieces itself). The run is an aligned subtree inside that layer's node:
+    `count` a power of two up to `MAX_RUN_BLOCKS` and `2**proof_height`, dividing
+    `block_index`. At the file's end it may hold fewer blocks than `count`."""
 
     root: bytes = attrs.field(metadata=spec(_ROOT))
     block_index: int = attrs.field(metadata=spec(UInt(maximum=MAX_BLOCK_INDEX)))
     proof_height: int = attrs.field(metadata=spec(UInt(maximum=MAX_PROOF_HASHES)))
+    count: int = attrs.field(default=1, metadata=spec(UInt(maximum=MAX_RUN_BLOCKS, minimum=1)))
+
+    def validate(self) -> None:
+        count = self.count
+        height = min(max(self.proof_height, 0), MAX_PROOF_HASHES)
+        if count < 1 or count & (count - 1) or count > 1 << height or self.block_index % count:
+            raise DecodeError(
+                f"Request: {count} blocks from {self.block_index} are not an aligned run "
+                f"within height {self.proof_height}"
+            )
 
 
 @attrs.frozen
@@ -419,7 +436,11 @@ BLOCK: Final = 0x33
 class Block:
     """One block with its proof. Fixed layout, not msgpack (see the module docstring):
     type 0x33, root (32), block index (u32), proof count (u8), proof hashes (32 each, bottom
-    first), then the data to the end of the payload (1..16,384 bytes).
+    first), then the data to the end of the payload (1..`MAX_BLOCK_DATA` bytes).
+
+    The data is a run of blocks from `block_index`: ceil(len / 16 KiB) of them, forming an
+    aligned subtree (the run rounded up to a power of two divides `block_index`); the proof
+    starts at that subtree's node. One block is the run of one.
 
     A decoded Block's `data` is a read-only memoryview sharing the payload's buffer: hash it,
     write it, or `bytes()` it; it keeps the payload alive while it lives.
@@ -439,8 +460,19 @@ class Block:
             raise DecodeError(f"Block: {len(self.proof)} proof hashes, at most 32")
         if any(len(node) != HASH_SIZE for node in self.proof):
             raise DecodeError("Block: proof hashes must be 32 bytes")
-        if not 1 <= len(self.data) <= BLOCK_SIZE:
-            raise DecodeError(f"Block: {len(self.data)} data bytes, expected 1..{BLOCK_SIZE}")
+        if not 1 <= len(self.data) <= MAX_BLOCK_DATA:
+            raise DecodeError(f"Block: {len(self.data)} data bytes, expected 1..{MAX_BLOCK_DATA}")
+        _check_run(self.block_index, len(self.data))
+
+    @property
+    def block_count(self) -> int:
+        return -(-len(self.data) // BLOCK_SIZE)
+
+
+def _check_run(block_index: int, size: int) -> None:
+    span = 1 << (-(-size // BLOCK_SIZE) - 1).bit_length()
+    if block_index % span:
+        raise DecodeError(f"Block: a run of {size} bytes cannot start at block {block_index}")
 
 
 def encode_block_header(root: bytes, block_index: int, proof: Sequence[bytes]) -> bytes:
@@ -463,8 +495,9 @@ def _decode_block(view: memoryview) -> Block:
         raise DecodeError(
             f"Block: {size} bytes cannot hold {proof_count} proof hashes and at least one data byte"
         )
-    if size - data_start > BLOCK_SIZE:
-        raise DecodeError(f"Block: {size - data_start} data bytes, at most {BLOCK_SIZE}")
+    if size - data_start > MAX_BLOCK_DATA:
+        raise DecodeError(f"Block: {size - data_start} data bytes, at most {MAX_BLOCK_DATA}")
+    _check_run(block_index, size - data_start)
     proof = tuple(
         bytes(view[start : start + HASH_SIZE])
         for start in range(BLOCK_HEADER_SIZE, data_start, HASH_SIZE)
@@ -635,7 +668,12 @@ def _encode_request(request: Request) -> bytes:
     fetched: the hottest message after Block). Keys in canonical (sorted) order; msgpack
     packs ints in their shortest form and bytes as bin, as `pack_canonical` does; a test
     checks the two agree."""
-    root, block, height = request.root, request.block_index, request.proof_height
+    root, block, height, count = (
+        request.root,
+        request.block_index,
+        request.proof_height,
+        request.count,
+    )
     if not (
         type(root) is bytes
         and len(root) == HASH_SIZE
@@ -643,10 +681,13 @@ def _encode_request(request: Request) -> bytes:
         and 0 <= block <= MAX_BLOCK_INDEX
         and type(height) is int
         and 0 <= height <= MAX_PROOF_HASHES
+        and type(count) is int
+        and 1 <= count <= MAX_RUN_BLOCKS
     ):
         raise ValueError(f"refusing to encode an invalid record: {request!r}")
     body: bytes = msgpack.packb(
-        {"block_index": block, "proof_height": height, "root": root}, use_bin_type=True
+        {"block_index": block, "count": count, "proof_height": height, "root": root},
+        use_bin_type=True,
     )
     return _REQUEST_TYPE + body
 

@@ -39,7 +39,7 @@ from node.picker import BlockRequest, BlockStatus, PickerError, PiecePicker, pie
 from node.swarm.reveal import MIN_WINDOW_PIECES, PeerReveal, RevealedFile
 from node.swarm.session import STRIKES_TO_BAN, Session
 from node.swarm.storeapi import SwarmStore
-from node.swarm.transfer import FileDownload, PieceCache, check_manifest
+from node.swarm.transfer import FileDownload, PieceCache, aligned_runs, check_manifest
 from wire.container import Manifest, decode_manifest
 from wire.errors import DecodeError, ProtocolError
 from wire.index import IndexExchange, LocalIndex, PeerHolds, PeerWants
@@ -51,6 +51,7 @@ from wire.swarm import (
     MAX_HAVE_FILES,
     MAX_LAYER_HASHES,
     MAX_PEX_PEERS,
+    MAX_RUN_BLOCKS,
     Bitfield,
     Block,
     Cancel,
@@ -90,7 +91,7 @@ DIAL_RETRY_SECONDS: Final = 60.0
 DISCOVERY_PERIOD_SECONDS: Final = 30.0
 BAN_SECONDS: Final = 3600.0
 MIN_DEPTH: Final = 16
-REFILL_BATCH: Final = 4
+REFILL_BATCH: Final = 16
 """With requests in flight, wait until this many can go before asking the picker again."""
 MAX_DEPTH: Final = 256
 WRITE_BATCH_BYTES: Final = 8 * 1024 * 1024
@@ -287,6 +288,7 @@ class SwarmEngine:
             if download.metadata_from == peer.node_id:
                 download.metadata_from = None
         session.in_flight.clear()
+        session.runs.clear()
         session.upload_wakeup.set()
         self._choke_wakeup.set()  # a slot may have come free
         for other in list(self.sessions.values()):
@@ -357,6 +359,7 @@ class SwarmEngine:
                     await self._reveal_more(session, message.root)
         elif isinstance(message, Choke):
             session.peer_choking = True
+            session.runs.clear()
             for root, block in list(session.in_flight):
                 self._release(session, root, block)
         elif isinstance(message, Unchoke):
@@ -371,7 +374,7 @@ class SwarmEngine:
         elif isinstance(message, Cancel):
             session.cancel_upload(message.root, message.block_index)
         elif isinstance(message, Reject):
-            self._release(session, message.root, message.block_index)
+            self._release_run(session, message.root, message.block_index)
             await self._fill_requests(session)
         elif isinstance(message, GetManifest):
             await self._serve_manifest(session, message)
@@ -469,7 +472,8 @@ class SwarmEngine:
             self._stop_revealing(session, root)
             return
         file = reveal.file
-        for piece in reveal.top_up(self.network.now()):
+        now = self.network.now()
+        for piece in reveal.top_up(now, session.uploaded.rate(now)):
             await self._send(session, Have(root, file.piece_length, piece))
 
     def _stop_revealing(self, session: Session, root: bytes) -> None:
@@ -587,9 +591,10 @@ class SwarmEngine:
         room = self._depth(session) - in_flight
         # Top up in batches once the pipe is primed: one pick and a run of Requests the
         # writer sends together, rather than a pick and a send per arriving block.
-        if room <= 0 or (in_flight and room < REFILL_BATCH):
+        if room <= 0 or (in_flight and room < min(REFILL_BATCH, in_flight)):
             return
         now = self.network.now()
+        runs: list[tuple[FileDownload, int, int]] = []  # file, first block, blocks
         for request in self.picker.pick(session.node_id, room, now, self.network.random):
             file = self.files.get(request.root)
             if file is None:
@@ -600,7 +605,20 @@ class SwarmEngine:
                 continue
             block_index = file.file_block(request.piece, request.block)
             session.in_flight[(request.root, block_index)] = now
-            await self._send(session, Request(request.root, block_index, file.height))
+            last = runs[-1] if runs else None
+            if last and last[0] is file and last[1] + last[2] == block_index and request.block:
+                runs[-1] = (file, last[1], last[2] + 1)  # the next block of the same piece
+            else:
+                runs.append((file, block_index, 1))
+        for file, first, count in runs:
+            for start, size in aligned_runs(first, count, min(MAX_RUN_BLOCKS, 1 << file.height)):
+                session.runs[(file.root, start)] = size
+                await self._send(session, Request(file.root, start, file.height, size))
+
+    def _release_run(self, session: Session, root: bytes, first: int) -> None:
+        """The peer will not send the run of blocks we asked for from `first`."""
+        for block_index in range(first, first + session.runs.pop((root, first), 1)):
+            self._release(session, root, block_index)
 
     def _release(self, session: Session, root: bytes, block_index: int) -> None:
         if session.in_flight.pop((root, block_index), None) is None:
@@ -614,37 +632,46 @@ class SwarmEngine:
         size = len(message.data)
         session.bytes_down += size
         session.downloaded.add(size, now)
-        session.in_flight.pop((message.root, message.block_index), None)
-        file = self.files.get(message.root)
+        root, first, count = message.root, message.block_index, message.block_count
+        session.runs.pop((root, first), None)
+        for block_index in range(first, first + count):
+            session.in_flight.pop((root, block_index), None)
+        file = self.files.get(root)
         if file is None:
             return
-        piece, block = file.split(message.block_index)
-        if not file.accept(message.block_index, message.data, message.proof):
+        if not file.verify(first, message.data, message.proof):
             self.blocks_rejected += 1
-            with contextlib.suppress(PickerError):  # ask someone else for it
-                self.picker.request_failed(
-                    session.node_id, BlockRequest(message.root, piece, block)
+            for block_index in range(first, first + count):
+                piece, block = file.split(block_index)
+                with contextlib.suppress(PickerError):  # ask someone else for it
+                    self.picker.request_failed(session.node_id, BlockRequest(root, piece, block))
+            await self._strike(session, f"blocks {first}+{count} failed their proof")
+            return
+        data = message.data
+        for offset in range(count):
+            block_index = first + offset
+            piece, block = file.split(block_index)
+            try:
+                outcome = self.picker.block_received(
+                    session.node_id, BlockRequest(root, piece, block)
                 )
-            await self._strike(session, f"block {message.block_index} failed its proof")
-            return
-        request = BlockRequest(message.root, piece, block)
-        try:
-            outcome = self.picker.block_received(session.node_id, request)
-        except PickerError:
-            return
-        if outcome.status is not BlockStatus.ACCEPTED:
-            return
-        for download in self._root_downloads.get(message.root, []):
-            download.received_bytes += size
-        for other in outcome.cancel:
-            other_session = self.sessions.get(other)
-            if other_session is not None:
-                other_session.in_flight.pop((message.root, message.block_index), None)
-                await self._send(other_session, Cancel(message.root, message.block_index))
-        if outcome.piece_complete:
-            data = file.complete_piece(piece)
-            if data is not None:
-                await self._writes_send.send((file, piece, data))
+            except PickerError:
+                continue
+            if outcome.status is not BlockStatus.ACCEPTED:
+                continue
+            chunk = data[offset * BLOCK_SIZE : (offset + 1) * BLOCK_SIZE]
+            file.keep(block_index, chunk)
+            for download in self._root_downloads.get(root, []):
+                download.received_bytes += len(chunk)
+            for other in outcome.cancel:
+                other_session = self.sessions.get(other)
+                if other_session is not None:
+                    other_session.in_flight.pop((root, block_index), None)
+                    await self._send(other_session, Cancel(root, block_index))
+            if outcome.piece_complete:
+                whole = file.complete_piece(piece)
+                if whole is not None:
+                    await self._writes_send.send((file, piece, whole))
         await self._fill_requests(session)
 
     async def _strike(self, session: Session, reason: str) -> None:
@@ -957,11 +984,11 @@ class SwarmEngine:
             session.bytes_up += size
             session.uploaded.add(size, self.network.now())
             reveal = session.reveals.get(request.root)
-            if reveal is not None and reveal.block_served(request.block_index):
+            if reveal is not None and reveal.run_served(request.block_index, request.count):
                 await self._reveal_more(session, request.root)
 
     async def _block_payload(self, request: Request) -> bytes | None:
-        """The Block message for a request, or None if we cannot serve it.
+        """The Block message for a request (its run of blocks), or None if we cannot serve it.
 
         The proof height names the requester's piece: 16 KiB << height bytes (for a file no
         longer than that, the whole file). Serving in that piece length needs nothing but
@@ -982,7 +1009,7 @@ class SwarmEngine:
             cached = self.cache.insert(request.root, piece_length, piece, data)
         if block * BLOCK_SIZE >= len(cached.data):
             return None
-        view, proof = PieceCache.block_with_proof(cached, block, height)
+        view, proof = PieceCache.run_with_proof(cached, block, request.count, height)
         return encode_block_header(request.root, request.block_index, proof) + bytes(view)
 
     # -- choking, timeouts, PEX, discovery -----------------------------------------------------
@@ -1035,6 +1062,7 @@ class SwarmEngine:
                 ]
                 for root, block_index in late:
                     session.in_flight.pop((root, block_index), None)
+                    session.runs.pop((root, block_index), None)
                     file = self.files.get(root)
                     if file is not None:
                         piece, block = file.split(block_index)

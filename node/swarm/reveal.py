@@ -8,7 +8,9 @@ more, which stalls a peer that fetches alone. Here each peer sees a small window
 lacks, the ones shown least often so far, and the window is topped up as the peer consumes it
 (all its blocks uploaded to that peer, or the peer announcing the piece). The window is at
 least `MIN_WINDOW_PIECES` and about `WINDOW_BLOCKS` blocks shared among the peers the file is
-being revealed to, so one peer alone still has a full pipe. A piece shown but not consumed
+being revealed to, so one peer alone still has a full pipe; and never less than
+`RATE_WINDOW_SECONDS` of what we upload to that peer, so a fast link (a LAN, loopback) is not
+throttled by the round trip of our Have messages. A piece shown but not consumed
 within `STALE_SECONDS` stops counting against the window (the peer may have it from someone
 else and, believing we have it too, never said so), so a peer never waits on us forever.
 
@@ -26,6 +28,9 @@ from wire.merkle import BLOCK_SIZE
 MIN_WINDOW_PIECES: Final = 2
 WINDOW_BLOCKS: Final = 64
 STALE_SECONDS: Final = 5.0
+RATE_WINDOW_SECONDS: Final = 0.25
+"""At swarm rates (~100 KB/s per unchoked peer) this is a piece or two, below the shared
+window; at 100 MB/s it is hundreds, so a lone fast peer is never waiting on a Have."""
 
 
 class RevealedFile:
@@ -93,21 +98,28 @@ class PeerReveal:
     def block_served(self, block_index: int) -> bool:
         """A block went to the peer (block index in 16 KiB blocks of the file). True if
         that consumed a shown piece (time to top up)."""
+        return self.run_served(block_index, 1)
+
+    def run_served(self, block_index: int, count: int) -> bool:
+        """Blocks `block_index ..` (`count` asked for, fewer where the piece ends; all in
+        one piece) went to the peer. True if that consumed a shown piece."""
         piece = block_index // self.file.blocks_per_piece
         if piece not in self.pending:
             return False
-        served = self.served.get(piece, 0) + 1
+        served = self.served.get(piece, 0) + count
         if served >= self.file.blocks_in(piece):
             self.peer_has(piece)  # it will have it once it verifies: consumed
             return True
         self.served[piece] = served
         return False
 
-    def top_up(self, now: float) -> list[int]:
-        """Pieces to show now (the engine sends a Have for each)."""
+    def top_up(self, now: float, upload_rate: float = 0.0) -> list[int]:
+        """Pieces to show now (the engine sends a Have for each). `upload_rate` is what we
+        send this peer, in bytes per second."""
         file = self.file
         live = sum(1 for shown in self.pending.values() if shown + STALE_SECONDS > now)
-        need = file.window() - live
+        by_rate = int(upload_rate * RATE_WINDOW_SECONDS) // file.piece_length
+        need = max(file.window(), by_rate) - live
         if need <= 0 or self.done:
             return []
         picked: list[int] = []

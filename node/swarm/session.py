@@ -41,6 +41,9 @@ class Session:
     last_unchoked: float | None = None
     in_flight: dict[tuple[bytes, int], float] = attrs.Factory(dict)
     """(root, file block) → when we asked, for our requests to this peer."""
+    runs: dict[tuple[bytes, int], int] = attrs.Factory(dict)
+    """(root, first file block) → blocks asked for in that Request, to release them all on a
+    Reject (every block of a run is also in `in_flight`)."""
     useful: dict[bytes, int] = attrs.Factory(dict)
     """Roots we are fetching → how many pieces we lack this peer has (> 0). Interest is
     whether any is left, so a peer that has nothing more for us gets NotInterested and its

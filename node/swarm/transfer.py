@@ -20,9 +20,10 @@ from wire.merkle import (
     block_count,
     hash_blocks,
     piece_height,
-    subtree_proof,
+    range_proof,
+    span_height,
     tree_height,
-    verify_block,
+    verify_range,
 )
 
 CACHE_BYTES: Final = 64 * 1024 * 1024
@@ -70,17 +71,21 @@ class FileDownload:
     def split(self, file_block: int) -> tuple[int, int]:
         return divmod(file_block, self.blocks_per_piece)
 
-    def accept(self, file_block: int, data: memoryview | bytes, proof: tuple[bytes, ...]) -> bool:
-        """Verify a block; keep it if good. Returns False for a bad block (pin it on the
-        sender), True for a good one (also if it was already here)."""
+    def verify(self, file_block: int, data: memoryview | bytes, proof: tuple[bytes, ...]) -> bool:
+        """Is this a true run of blocks from `file_block` (one or more, as a Block carries
+        them), inside one piece? False means pin it on the sender."""
         piece, block = self.split(file_block)
-        if not 0 <= piece < self.piece_count or block >= self.blocks_in(piece):
+        count = -(-len(data) // BLOCK_SIZE)
+        if not 0 <= piece < self.piece_count or block + count > self.blocks_in(piece):
             return False
-        expected = min(BLOCK_SIZE, self.piece_size(piece) - block * BLOCK_SIZE)
-        if len(data) != expected or len(proof) != self.height:
+        expected = min(count * BLOCK_SIZE, self.piece_size(piece) - block * BLOCK_SIZE)
+        if len(data) != expected or len(proof) != self.height - span_height(count):
             return False
-        if not verify_block(data, file_block, proof, self.layer[piece]):
-            return False
+        return verify_range(data, file_block, proof, self.layer[piece])
+
+    def keep(self, file_block: int, data: memoryview | bytes) -> None:
+        """Keep one verified block until its piece is complete."""
+        piece, block = self.split(file_block)
         buffer = self.pieces.get(piece)
         if buffer is None:
             buffer = self.pieces[piece] = bytearray(self.piece_size(piece))
@@ -88,7 +93,6 @@ class FileDownload:
         start = block * BLOCK_SIZE
         buffer[start : start + len(data)] = data
         self.received[piece].add(block)
-        return True
 
     def complete_piece(self, piece: int) -> bytes | None:
         """The piece's bytes if every block is in (and forgets them)."""
@@ -138,16 +142,33 @@ class PieceCache:
         return cached
 
     @staticmethod
-    def block_with_proof(
-        cached: _CachedPiece, block: int, height: int
+    def run_with_proof(
+        cached: _CachedPiece, block: int, count: int, height: int
     ) -> tuple[memoryview, list[bytes]]:
+        """Blocks `block .. block + count - 1` of the piece (fewer where the piece ends) and
+        the proof from their subtree up to `height`."""
+        count = min(count, len(cached.leaves) - block)
         start = block * BLOCK_SIZE
-        data = memoryview(cached.data)[start : start + BLOCK_SIZE]
-        return data, subtree_proof(cached.leaves, block, height)
+        data = memoryview(cached.data)[start : start + count * BLOCK_SIZE]
+        return data, range_proof(cached.leaves, block, count, height)
 
     def drop_root(self, root: bytes) -> None:
         for key in [k for k in self._pieces if k[0] == root]:
             self._bytes -= len(self._pieces.pop(key).data)
+
+
+def aligned_runs(first: int, count: int, limit: int) -> list[tuple[int, int]]:
+    """Cut blocks `first .. first + count - 1` into runs a Request may ask for: each a power
+    of two of blocks, at most `limit` (a power of two), starting at a multiple of its size."""
+    runs = []
+    end = first + count
+    while first < end:
+        size = limit
+        while size > 1 and (first % size or first + size > end):
+            size >>= 1
+        runs.append((first, size))
+        first += size
+    return runs
 
 
 def container_key(container_id: bytes) -> bytes:

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from node.swarm.reveal import STALE_SECONDS, WINDOW_BLOCKS, PeerReveal, RevealedFile
+from node.swarm.reveal import (
+    RATE_WINDOW_SECONDS,
+    STALE_SECONDS,
+    WINDOW_BLOCKS,
+    PeerReveal,
+    RevealedFile,
+)
 from wire.merkle import BLOCK_SIZE
 
 PIECE = 4 * BLOCK_SIZE
@@ -65,3 +71,23 @@ def test_a_stale_window_is_topped_up_so_a_peer_never_waits_forever() -> None:
     assert reveal.top_up(now=STALE_SECONDS - 0.1) == []
     later = reveal.top_up(now=STALE_SECONDS + 0.1)
     assert len(later) == len(first) and not set(later) & set(first)
+
+
+def test_a_fast_peer_is_shown_what_it_takes_in_a_fraction_of_a_second() -> None:
+    """The shared window alone would hold a 100 MB/s peer to one round trip of Haves per
+    16 pieces; the window grows to what we upload to it in `RATE_WINDOW_SECONDS`."""
+    _, (reveal,) = seeded(10_000, 1)
+    rate = 100e6
+    shown = reveal.top_up(now=0.0, upload_rate=rate)
+    assert len(shown) == int(rate * RATE_WINDOW_SECONDS) // PIECE
+    _, (slow,) = seeded(10_000, 1)
+    assert len(slow.top_up(now=0.0, upload_rate=100e3)) == WINDOW_BLOCKS // 4
+
+
+def test_a_run_of_blocks_consumes_a_piece_at_once() -> None:
+    _, (reveal,) = seeded(40, 1)
+    first = reveal.top_up(now=0.0)
+    assert reveal.run_served(first[0] * 4, 2) is False
+    assert reveal.run_served(first[0] * 4 + 2, 2) is True
+    assert reveal.run_served(first[1] * 4, 4) is True
+    assert len(reveal.top_up(now=0.1)) == 2

@@ -15,9 +15,11 @@ from wire.merkle import (
     check_piece_layer,
     hash_blocks,
     pad_hash,
+    range_proof,
     root_of_leaves,
     split_layer,
     verify_block,
+    verify_range,
 )
 
 sizes = st.integers(min_value=1, max_value=40 * BLOCK_SIZE + 100)
@@ -111,3 +113,48 @@ def test_split_layer_requires_whole_hashes() -> None:
     assert split_layer(bytes(64)) == [bytes(32), bytes(32)]
     with pytest.raises(DecodeError):
         split_layer(bytes(33))
+
+
+@settings(max_examples=40)
+@given(sizes, st.sampled_from([16384, 65536, 262144]), st.data())
+def test_runs_of_blocks_verify_against_their_piece_and_nothing_else(
+    size: int, piece_length: int, data: st.DataObject
+) -> None:
+    """A run (an aligned subtree of 2**k blocks, shorter only where the file ends) travels
+    with the proof from its subtree's node; it verifies where it belongs, never elsewhere."""
+    content = data_of(size, 2)
+    tree = MerkleTree.from_data(content)
+    layer = tree.piece_layer(piece_length)
+    per_piece = piece_length // BLOCK_SIZE
+    height = min(per_piece.bit_length() - 1, tree.height)
+    leaves = tree.layers[0]
+    piece = data.draw(st.integers(0, len(layer) - 1))
+    piece_leaves = leaves[piece * per_piece : (piece + 1) * per_piece]
+    count = 1 << data.draw(st.integers(0, height))
+    first = data.draw(st.integers(0, (len(piece_leaves) - 1) // count)) * count
+    sent = min(count, len(piece_leaves) - first)
+    proof = range_proof(piece_leaves, first, sent, height)
+    index = piece * per_piece + first
+    run = content[index * BLOCK_SIZE : (index + sent) * BLOCK_SIZE]
+    assert verify_range(run, index, proof, layer[piece])
+    if sent == 1:
+        assert verify_block(run, index, proof, layer[piece])
+    tampered = run[:-1] + bytes([run[-1] ^ 1])
+    assert not verify_range(tampered, index, proof, layer[piece])
+    if sent > 1:  # a run cut short, or a block of it alone, does not verify
+        assert not verify_range(run[:BLOCK_SIZE], index, proof, layer[piece])
+    if len(layer) > 1:
+        other = (piece + 1) % len(layer)
+        assert layer[other] == layer[piece] or not verify_range(run, index, proof, layer[other])
+
+
+def test_a_run_must_be_an_aligned_subtree() -> None:
+    leaves = hash_blocks(data_of(8 * BLOCK_SIZE))
+    with pytest.raises(ValueError, match="not a subtree"):
+        range_proof(leaves, 2, 4, 3)  # 4 blocks from 2 straddle two subtrees
+    with pytest.raises(ValueError, match="not a subtree"):
+        range_proof(leaves, 0, 16, 3)  # more than the piece
+    with pytest.raises(ValueError, match="only the last run"):
+        range_proof(leaves, 0, 3, 3)  # 3 of 4 in the middle of a piece
+    assert not verify_range(b"", 0, [], bytes(32))
+    assert not verify_range(data_of(2 * BLOCK_SIZE), 1, [], bytes(32))  # misaligned

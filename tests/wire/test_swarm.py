@@ -17,11 +17,13 @@ from wire.schema import to_wire
 from wire.swarm import (
     BLOCK_HEADER_SIZE,
     MANIFEST_CHUNK,
+    MAX_BLOCK_DATA,
     MAX_HAVE_FILES,
     MAX_IDS_PER_MESSAGE,
     MAX_LAYER_HASHES,
     MAX_PAYLOAD,
     MAX_PEX_PEERS,
+    MAX_RUN_BLOCKS,
     MESSAGE_TYPES,
     Bitfield,
     Block,
@@ -121,13 +123,26 @@ def _pex(draw: st.DrawFn) -> Pex:
     return Pex(draw(ids), tuple(added), tuple(dropped))
 
 
-blocks = st.builds(
-    Block,
-    root=ids,
-    block_index=u32,
-    proof=st.lists(ids, max_size=32).map(tuple),
-    data=st.binary(min_size=1, max_size=BLOCK_SIZE),
-)
+@st.composite
+def _blocks(draw: st.DrawFn) -> Block:
+    """A run of 1..16 blocks (the last may be short) at an index its span divides."""
+    size = draw(st.integers(1, MAX_BLOCK_DATA))
+    span = 1 << (-(-size // BLOCK_SIZE) - 1).bit_length()
+    index = draw(st.integers(0, (2**32 - 1) // span)) * span
+    proof = tuple(draw(st.lists(ids, max_size=32)))
+    return Block(draw(ids), index, proof, draw(st.binary(min_size=size, max_size=size)))
+
+
+@st.composite
+def _requests(draw: st.DrawFn) -> Request:
+    """A run of 2**k blocks inside the layer it is checked against, at an aligned index."""
+    height = draw(st.integers(0, 32))
+    count = 1 << draw(st.integers(0, min(height, MAX_RUN_BLOCKS.bit_length() - 1)))
+    index = draw(st.integers(0, (2**32 - 1) // count)) * count
+    return Request(draw(ids), index, height, count)
+
+
+blocks = _blocks()
 
 STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
     Summary: records(Summary),
@@ -142,7 +157,7 @@ STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
     Unchoke: st.just(Unchoke()),
     Interested: st.just(Interested()),
     NotInterested: st.just(NotInterested()),
-    Request: records(Request),
+    Request: _requests(),
     Cancel: records(Cancel),
     Reject: st.builds(Reject, root=ids, block_index=u32, reason=st.integers(0, 255)),
     Block: blocks,
@@ -307,8 +322,20 @@ BAD_PAYLOADS = {
     "oversize bitfield": _raw(
         Bitfield, {"root": R, "piece_length": 1 << 14, "bits": bytes(1024 * 1024 + 1)}
     ),
-    "block index of 33 bits": _raw(Request, {"root": R, "block_index": 2**32, "proof_height": 0}),
-    "proof height 33": _raw(Request, {"root": R, "block_index": 0, "proof_height": 33}),
+    "block index of 33 bits": _raw(
+        Request, {"root": R, "block_index": 2**32, "proof_height": 0, "count": 1}
+    ),
+    "proof height 33": _raw(Request, {"root": R, "block_index": 0, "proof_height": 33, "count": 1}),
+    "run of 0 blocks": _raw(Request, {"root": R, "block_index": 0, "proof_height": 4, "count": 0}),
+    "run of 32 blocks": _raw(
+        Request, {"root": R, "block_index": 0, "proof_height": 5, "count": 32}
+    ),
+    "run of 3 blocks": _raw(Request, {"root": R, "block_index": 0, "proof_height": 4, "count": 3}),
+    "misaligned run": _raw(Request, {"root": R, "block_index": 2, "proof_height": 4, "count": 4}),
+    "run above its piece": _raw(
+        Request, {"root": R, "block_index": 0, "proof_height": 1, "count": 4}
+    ),
+    "request without a count": _raw(Request, {"root": R, "block_index": 0, "proof_height": 0}),
     "reject reason 256": _raw(Reject, {"root": R, "block_index": 0, "reason": 256}),
     "summary without hashes": _raw(
         Summary, {"version": 1, "count": 1, "bloom": b"\0", "hashes": 0, "tweak": 0}
@@ -408,7 +435,9 @@ BAD_PAYLOADS = {
     "block without data": encode_block_header(R, 1, (R,)),
     "block with a cut proof": encode_block_header(R, 1, (R, R))[:-1],
     "block with 33 proof hashes": encode_block_header(R, 1, (R,) * 33) + b"x",
-    "block with 16 KiB + 1": encode_block_header(R, 1, ()) + bytes(BLOCK_SIZE + 1),
+    "block with 256 KiB + 1": encode_block_header(R, 0, ()) + bytes(MAX_BLOCK_DATA + 1),
+    "misaligned run of blocks": encode_block_header(R, 1, ()) + bytes(BLOCK_SIZE + 1),
+    "run of 3 blocks at 4 + 2": encode_block_header(R, 6, ()) + bytes(3 * BLOCK_SIZE),
 }
 
 
@@ -430,6 +459,10 @@ def test_at_the_bounds_messages_are_accepted() -> None:
     assert decode(encode(chunk)) == chunk
     block = Block(R, 2**32 - 1, (R,) * 32, bytes(BLOCK_SIZE))
     assert decode(encode(block)) == block
+    run = Block(R, 2**32 - MAX_RUN_BLOCKS, (R,) * 32, bytes(MAX_BLOCK_DATA))
+    assert len(encode(run)) <= MAX_PAYLOAD and decode(encode(run)) == run
+    request = Request(R, 2**32 - MAX_RUN_BLOCKS, 32, MAX_RUN_BLOCKS)
+    assert decode(encode(request)) == request
     summary = Summary(2**64 - 1, 2**32 - 1, bytes(1024 * 1024), 16, 2**32 - 1)
     assert decode(encode(summary)) == summary
 
@@ -448,6 +481,9 @@ def test_unknown_types_are_reported_for_skipping(kind: int) -> None:
         Block(R, 0, (), b""),
         Block(R, 2**32, (), b"x"),
         Block(R, 0, (R,) * 33, b"x"),
+        Block(R, 2, (), bytes(3 * BLOCK_SIZE)),
+        Request(R, 4, 4, 3),
+        Request(R, 4, 1, 4),
         Block(R[:5], 0, (), b"x"),
         Wants((R, R), ()),
         Have(R, 1000, 0),
@@ -498,14 +534,16 @@ def test_bitfield_helpers() -> None:
     root=st.binary(min_size=31, max_size=33),
     block_index=st.integers(min_value=-1, max_value=2**40),
     proof_height=st.integers(min_value=-1, max_value=40),
+    count=st.sampled_from([-1, 0, 1, 2, 3, 4, 8, 16, 32]),
 )
 def test_the_request_fast_path_encodes_exactly_as_the_schema(
-    root: bytes, block_index: int, proof_height: int
+    root: bytes, block_index: int, proof_height: int, count: int
 ) -> None:
-    request = Request(root, block_index, proof_height)
+    request = Request(root, block_index, proof_height, count)
     try:
         expected = bytes([MESSAGE_TYPES[Request]]) + pack_canonical(to_wire(request))
-    except ValueError:
+        request.validate()
+    except (ValueError, DecodeError):
         with pytest.raises(ValueError):
             encode(request)
         return
