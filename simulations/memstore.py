@@ -240,6 +240,12 @@ class MemoryStore:
         bits, count = coarser_bits(row.held, row.count, pieces_per(piece_length, row.piece_length))
         return Held(piece_length, count, bits)
 
+    def read_piece_nowait(
+        self, root: bytes, index: int, *, piece_length: int | None = None
+    ) -> bytes | bytearray:
+        """Memory never makes anyone wait."""
+        return self.read_piece(root, index, piece_length=piece_length)
+
     def read_piece(self, root: bytes, index: int, *, piece_length: int | None = None) -> bytes:
         row = self._require_root(root)
         unit = piece_length or row.piece_length
@@ -261,7 +267,10 @@ class MemoryStore:
         return self.write_pieces([(root, index, data)], piece_length=piece_length)
 
     def write_pieces(
-        self, pieces: Iterable[tuple[bytes, int, bytes]], *, piece_length: int | None = None
+        self,
+        pieces: Iterable[tuple[bytes, int, bytes | bytearray | memoryview]],
+        *,
+        piece_length: int | None = None,
     ) -> WriteResult:
         """Verify every piece, then mark the good ones held (all or nothing per piece, as
         the real store: an unknown root raises before anything is marked)."""
@@ -308,7 +317,9 @@ class MemoryStore:
             for n, start in enumerate(range(0, size, step))
         ]
 
-    def _piece_ok(self, row: _Root, fine: int, data: bytes, start: int, size: int) -> bool:
+    def _piece_ok(
+        self, row: _Root, fine: int, data: bytes | bytearray | memoryview, start: int, size: int
+    ) -> bool:
         """Piece `fine` (stored piece length) of `row` is `data[start:start + size]`."""
         file = self.content.get(row.root) if self.verify == "compare" else None
         if file is not None:

@@ -26,6 +26,7 @@ from node.store.records import (
     UnknownContainer,
     UnknownRoot,
     VerifyReport,
+    WouldBlock,
     WriteResult,
 )
 from node.store.schema import SCHEMA_VERSION, SchemaError
@@ -51,6 +52,7 @@ __all__ = [
     "UnknownContainer",
     "UnknownRoot",
     "VerifyReport",
+    "WouldBlock",
     "WriteResult",
     "format_name",
     "parse_name",

@@ -69,6 +69,32 @@ def read_at(path: Path, size: int, offset: int) -> bytes | None:
         os.close(descriptor)
 
 
+_NOWAIT = getattr(os, "RWF_NOWAIT", None)
+
+
+def read_at_nowait(path: Path, size: int, offset: int) -> bytearray | None:
+    """`read_at`, but only from what the OS holds in memory: raises BlockingIOError where
+    the bytes would have to come from the disk (Linux's RWF_NOWAIT; elsewhere, always)."""
+    if _NOWAIT is None:
+        raise BlockingIOError("reads that never wait need Linux")
+    try:
+        descriptor = os.open(path, os.O_RDONLY | _BINARY)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    try:
+        buffer = bytearray(size)
+        view = memoryview(buffer)
+        done = 0
+        while done < size:
+            count = os.preadv(descriptor, [view[done:]], offset + done, _NOWAIT)
+            if not count:
+                return None
+            done += count
+        return buffer
+    finally:
+        os.close(descriptor)
+
+
 def open_for_write(path: Path, *, create_length: int | None) -> int | None:
     """A descriptor for writing into `path`. If it is missing: create it (sparse, at
     `create_length` bytes, with its folders) when `create_length` is given, else None."""

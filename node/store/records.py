@@ -51,6 +51,11 @@ class NotHeld(StoreError):
     """The piece is not verified on disk; serving it could hand out unverified bytes."""
 
 
+class WouldBlock(StoreError):
+    """Answering now would wait (on the disk, or on another thread using the store): ask
+    again from a worker thread."""
+
+
 @attrs.frozen
 class ContainerRecord:
     """One container as the index knows it (without its manifest: `Store.manifest(id)`)."""

@@ -68,6 +68,7 @@ from node.store.records import (
     StoreError,
     StoreLocked,
     VerifyReport,
+    WouldBlock,
     WriteResult,
 )
 from node.store.verify import verify_container
@@ -291,7 +292,10 @@ class Store:
         return self.write_pieces([(root, index, data)], piece_length=piece_length)
 
     def write_pieces(
-        self, pieces: Iterable[tuple[bytes, int, bytes]], *, piece_length: int | None = None
+        self,
+        pieces: Iterable[tuple[bytes, int, bytes | bytearray | memoryview]],
+        *,
+        piece_length: int | None = None,
     ) -> WriteResult:
         """Verify, write and mark held many pieces: one fsync per file, one commit.
 
@@ -351,16 +355,41 @@ class Store:
     def read_piece(self, root: bytes, index: int, *, piece_length: int | None = None) -> bytes:
         """A whole piece (at `piece_length`, default the finest stored), if held."""
         with self._lock:
-            # Geometry and single held bits, not the whole row: splitting the piece layer on
-            # every read made serving cost grow with the square of the piece count.
-            length, stored_unit = self._index.root_geometry(root)
-            unit = piece_length or stored_unit
-            size = piece_size(length, unit, index)
-            offset = index * unit
-            first, last = offset // stored_unit, (offset + size - 1) // stored_unit
-            if not all(self._index.held_bit(root, fine) for fine in range(first, last + 1)):
-                raise NotHeld(f"piece {index} of {root.hex()} is not held")
+            size, offset = self._held_piece(root, index, piece_length)
             return self._read(root, size, offset)
+
+    def read_piece_nowait(
+        self, root: bytes, index: int, *, piece_length: int | None = None
+    ) -> bytes | bytearray:
+        """`read_piece` for an event loop: raises WouldBlock instead of waiting for the
+        disk (bytes the OS does not hold in memory) or for another thread using the store."""
+        if not self._lock.acquire(blocking=False):
+            raise WouldBlock("the store is busy")
+        try:
+            size, offset = self._held_piece(root, index, piece_length)
+            for copy in self._index.copies(root):
+                try:
+                    data = disk.read_at_nowait(copy.path, size, offset)
+                except BlockingIOError as exc:
+                    raise WouldBlock(f"piece {index} of {root.hex()} is on disk") from exc
+                if data is not None:
+                    return data
+            raise StoreError(f"no copy of {root.hex()} is readable on disk (run verify)")
+        finally:
+            self._lock.release()
+
+    def _held_piece(self, root: bytes, index: int, piece_length: int | None) -> tuple[int, int]:
+        """(size, offset) of a held piece; raises NotHeld. Call with the lock held."""
+        # Geometry and single held bits, not the whole row: splitting the piece layer on
+        # every read made serving cost grow with the square of the piece count.
+        length, stored_unit = self._index.root_geometry(root)
+        unit = piece_length or stored_unit
+        size = piece_size(length, unit, index)
+        offset = index * unit
+        first, last = offset // stored_unit, (offset + size - 1) // stored_unit
+        if not all(self._index.held_bit(root, fine) for fine in range(first, last + 1)):
+            raise NotHeld(f"piece {index} of {root.hex()} is not held")
+        return size, offset
 
     def _read(self, root: bytes, size: int, offset: int) -> bytes:
         for copy in self._index.copies(root):

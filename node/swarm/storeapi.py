@@ -26,8 +26,17 @@ class SwarmStore(Protocol):
 
     def read_piece(self, root: bytes, index: int, *, piece_length: int | None = None) -> bytes: ...
 
+    def read_piece_nowait(
+        self, root: bytes, index: int, *, piece_length: int | None = None
+    ) -> bytes | bytearray:
+        """As `read_piece`, or raise `WouldBlock` rather than wait (called on the loop)."""
+        ...
+
     def write_pieces(
-        self, pieces: Iterable[tuple[bytes, int, bytes]], *, piece_length: int | None = None
+        self,
+        pieces: Iterable[tuple[bytes, int, bytes | bytearray | memoryview]],
+        *,
+        piece_length: int | None = None,
     ) -> WriteResult: ...
 
     def add_container(

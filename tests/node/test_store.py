@@ -4,6 +4,7 @@ schema. The crash-safety proof with real processes is `test_store_crash.py`."""
 from __future__ import annotations
 
 import base64
+import os
 import random
 import sqlite3
 import threading
@@ -21,6 +22,7 @@ from node.store import (
     Store,
     StoreError,
     UnknownRoot,
+    WouldBlock,
     url_name,
 )
 from node.store import schema as store_schema
@@ -300,6 +302,52 @@ def test_read_block_refuses_pieces_not_held(tmp_path: Path, store: Store) -> Non
         store.read_piece(root, 0)
     with pytest.raises(IndexError):
         store.read_block(root, 6)
+
+
+def test_a_piece_in_memory_is_read_without_waiting_and_one_on_disk_is_refused(
+    tmp_path: Path, store: Store
+) -> None:
+    """`read_piece_nowait` is for the event loop: the same bytes as `read_piece` when the OS
+    holds them; WouldBlock (never a wait) when the store is busy or the bytes are on disk."""
+    content = data(8, 3 * PIECE)
+    manifest, layers = build_container("warm", {"w.bin": content}, PIECE)
+    record = store.add_container(manifest, layers, tmp_path / "dl", complete=False, now=0)
+    root = root_of(content)
+    assert store.write_piece(root, 1, pieces_of(content)[1]).ok
+    with pytest.raises(NotHeld):
+        store.read_piece_nowait(root, 0)
+    assert store.read_piece_nowait(root, 1) == pieces_of(content)[1]
+
+    held, release = threading.Event(), threading.Event()
+
+    def hold_the_store() -> None:
+        with store._lock:  # another thread in the middle of a call
+            held.set()
+            release.wait(10)
+
+    worker = threading.Thread(target=hold_the_store)
+    worker.start()
+    try:
+        assert held.wait(10)
+        with pytest.raises(WouldBlock, match="busy"):
+            store.read_piece_nowait(root, 1)
+    finally:
+        release.set()
+        worker.join()
+
+    path = record.location / "w.bin"
+    descriptor = os.open(path, os.O_RDONLY)
+    try:  # ask the OS to drop the file's (clean, synced) pages from memory
+        os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(descriptor)
+    try:
+        store.read_piece_nowait(root, 1)
+    except WouldBlock:
+        pass
+    else:
+        pytest.skip("this filesystem keeps file pages in memory (tmpfs?)")
+    assert store.read_piece(root, 1) == pieces_of(content)[1]  # the waiting read still works
 
 
 def test_a_deleted_download_file_is_never_served_as_zeros(tmp_path: Path, store: Store) -> None:
