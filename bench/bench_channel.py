@@ -86,7 +86,7 @@ def channel_receiver(total: int, report: Connection) -> None:
         done = trio.Event()
         state = {"received": 0, "started": 0.0}
 
-        async def on_bulk(peer: PeerConnection, payload: bytes) -> None:
+        async def on_bulk(peer: PeerConnection, payload: memoryview) -> None:
             if not state["received"]:
                 state["started"] = time.perf_counter()
             state["received"] += len(payload)
@@ -111,7 +111,7 @@ def channel_receiver(total: int, report: Connection) -> None:
 
 def channel_sender(port: int, total: int) -> None:
     async def main() -> None:
-        async def ignore(peer: PeerConnection, payload: bytes) -> None:
+        async def ignore(peer: PeerConnection, payload: memoryview) -> None:
             return None
 
         async with TrioNetwork() as network, trio.open_nursery() as nursery:

@@ -45,7 +45,7 @@ SEND_TIMEOUT_SECONDS: Final = 60.0
 """A peer that accepts nothing for this long is gone, whatever TCP thinks."""
 CLOSE_TIMEOUT_SECONDS: Final = 1.0
 
-ExtensionHandler = Callable[["PeerConnection", bytes], Awaitable[None]]
+ExtensionHandler = Callable[["PeerConnection", memoryview], Awaitable[None]]
 
 
 class PeerGone(Exception):

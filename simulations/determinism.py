@@ -26,7 +26,6 @@ from contextlib import contextmanager
 from typing import Final, TypeVar
 
 import trio
-import trio.testing
 from trio._core import _run as trio_run_internals
 
 T = TypeVar("T")
@@ -61,7 +60,11 @@ def deterministic_trio(seed: int) -> Iterator[None]:
 
 def run_simulated(main: Callable[[], Awaitable[T]], *, seed: int) -> T:
     """Run `main()` in a fresh Trio run under a mock clock with seeded scheduling."""
-    clock = trio.testing.MockClock(autojump_threshold=0)
+    # Imported here: trio.testing imports pytest, a quarter second that every `kinswarm`
+    # command would pay at start-up (the sim command's parser loads this module).
+    from trio.testing import MockClock
+
+    clock = MockClock(autojump_threshold=0)
     clock.jump(CLOCK_START_SECONDS)
     with deterministic_trio(seed):
         return trio.run(main, clock=clock)

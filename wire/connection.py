@@ -95,7 +95,8 @@ class HelloReceived:
 @attrs.frozen
 class ExtensionMessage:
     name: str
-    payload: bytes
+    payload: memoryview
+    """A read-only view of the decrypted frame: the message is not copied out of it."""
 
 
 @attrs.frozen
@@ -262,11 +263,12 @@ class SecureConnection:
         """Bytes queued for the peer and not yet taken by `data_to_send()`."""
         return self._outgoing_bytes
 
-    def data_to_send(self) -> bytes:
-        """Everything queued for the peer since the last call."""
+    def data_to_send(self) -> bytes | bytearray:
+        """Everything queued for the peer since the last call (one frame alone is handed
+        over as it is, not copied: a frame may be a whole 1 MiB block)."""
         if not self._outgoing:
             return b""
-        data = b"".join(self._outgoing)
+        data = self._outgoing[0] if len(self._outgoing) == 1 else b"".join(self._outgoing)
         self._outgoing.clear()
         self._outgoing_bytes = 0
         self._sent_since_tick = True
@@ -496,9 +498,9 @@ class SecureConnection:
             length = cipher.open_in_place(frame)
             if length == 0:
                 raise ChannelError("empty message")
-            self._on_message(frame[0], bytes(memoryview(frame)[1:length]))
+            self._on_message(frame[0], memoryview(frame)[1:length].toreadonly())
 
-    def _on_message(self, message_id: int, body: bytes) -> None:
+    def _on_message(self, message_id: int, body: memoryview) -> None:
         if message_id >= FIRST_EXTENSION_ID:
             if self.state is State.AWAITING_HELLO:
                 raise ChannelError("extension message before Hello")
@@ -511,7 +513,7 @@ class SecureConnection:
         if not is_known_core_id(message_id):
             self.skipped_messages += 1
             return
-        message = decode_core(message_id, body)
+        message = decode_core(message_id, bytes(body))
         if self.state is State.AWAITING_HELLO and not isinstance(message, Hello | Goodbye):
             raise ChannelError(f"{type(message).__name__} before Hello")
         if isinstance(message, Hello):

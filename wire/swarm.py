@@ -84,9 +84,10 @@ MAX_BLOCK_INDEX: Final = (1 << 32) - 1
 MAX_PIECE_INDEX: Final = (1 << 32) - 1
 MAX_PROOF_HASHES: Final = 32
 """A tree over at most 2^32 blocks is at most 32 levels high."""
-MAX_RUN_BLOCKS: Final = 16
-"""Blocks one Request may ask for and one Block may carry (256 KiB): a run of blocks is one
-message each way instead of one per 16 KiB, which is most of the per-byte cost in Python."""
+MAX_RUN_BLOCKS: Final = 64
+"""Blocks one Request may ask for and one Block may carry (1 MiB, so with its header and a
+full proof a Block still fits in one frame): a run of blocks is one message each way instead
+of one per 16 KiB, which is most of the per-byte cost in Python."""
 MAX_BLOCK_DATA: Final = MAX_RUN_BLOCKS * BLOCK_SIZE
 MAX_LAYER_HASHES: Final = 32 * 1024
 """Piece-layer hashes per Layer message (exactly 1 MiB); longer layers come in chunks."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -35,11 +36,12 @@ from node.choker import Choker, PeerRecord
 from node.network import StreamAddress
 from node.node import Node
 from node.peer import PeerConnection, PeerGone
-from node.picker import BlockRequest, BlockStatus, PickerError, PiecePicker, piece_layout
+from node.picker import BlockRequest, BlockStatus, PickerError, PiecePicker
+from node.store.records import WouldBlock
 from node.swarm.reveal import MIN_WINDOW_PIECES, PeerReveal, RevealedFile
 from node.swarm.session import STRIKES_TO_BAN, Session
 from node.swarm.storeapi import SwarmStore
-from node.swarm.transfer import FileDownload, PieceCache, aligned_runs, check_manifest
+from node.swarm.transfer import FileDownload, PieceCache, check_manifest
 from wire.container import Manifest, decode_manifest
 from wire.errors import DecodeError, ProtocolError
 from wire.index import IndexExchange, LocalIndex, PeerHolds, PeerWants
@@ -51,7 +53,6 @@ from wire.swarm import (
     MAX_HAVE_FILES,
     MAX_LAYER_HASHES,
     MAX_PEX_PEERS,
-    MAX_RUN_BLOCKS,
     Bitfield,
     Block,
     Cancel,
@@ -83,6 +84,9 @@ from wire.swarm import Manifest as ManifestChunk
 
 log = logging.getLogger("kinswarm.swarm")
 
+PieceWrite = tuple[FileDownload, int, bytes | bytearray | memoryview]
+"""A verified piece on its way to the writer: file, piece, bytes."""
+
 REQUEST_TIMEOUT_SECONDS: Final = 30.0
 TIMEOUT_CHECK_SECONDS: Final = 5.0
 PEX_TICK_SECONDS: Final = 1.0
@@ -91,13 +95,17 @@ DIAL_RETRY_SECONDS: Final = 60.0
 DISCOVERY_PERIOD_SECONDS: Final = 30.0
 BAN_SECONDS: Final = 3600.0
 MIN_DEPTH: Final = 16
-REFILL_BATCH: Final = 16
-"""With requests in flight, wait until this many can go before asking the picker again."""
+REFILL_BATCH: Final = 64
+"""With requests in flight, wait until this many blocks (or as many as are in flight) can go
+before asking the picker again: one pick then hands out whole pieces, sent as long runs."""
 MAX_DEPTH: Final = 256
 WRITE_BATCH_BYTES: Final = 8 * 1024 * 1024
 MAX_PEERS_PER_DOWNLOAD: Final = 40
 """Discovery dials until this many connections are in a download's swarm."""
 MAX_PEX_KEPT: Final = 500
+READ_AHEAD_BYTES: Final = 8 * 1024 * 1024
+READ_AHEAD_REQUESTS: Final = 64
+"""Queued requests the uploader looks through for pieces to read along with the one due."""
 STATUS_IDS: Final = 20
 """Container ids listed per peer in `status()` (the counts are complete)."""
 
@@ -168,9 +176,7 @@ class SwarmEngine:
         self.blocks_rejected = 0
         self.pieces_written = 0
         self._root_downloads: dict[bytes, list[Download]] = {}
-        self._writes_send, self._writes_receive = trio.open_memory_channel[
-            tuple[FileDownload, int, bytes]
-        ](64)
+        self._writes_send, self._writes_receive = trio.open_memory_channel[PieceWrite](64)
         self._nursery: trio.Nursery | None = None
         self._choke_wakeup = trio.Event()
         self._listeners: list[Callable[[Download], None]] = []
@@ -288,7 +294,7 @@ class SwarmEngine:
             if download.metadata_from == peer.node_id:
                 download.metadata_from = None
         session.in_flight.clear()
-        session.runs.clear()
+        session.blocks_in_flight = 0
         session.upload_wakeup.set()
         self._choke_wakeup.set()  # a slot may have come free
         for other in list(self.sessions.values()):
@@ -322,7 +328,7 @@ class SwarmEngine:
 
     # -- incoming messages --------------------------------------------------------------------
 
-    async def _on_message(self, peer: PeerConnection, payload: bytes) -> None:
+    async def _on_message(self, peer: PeerConnection, payload: memoryview) -> None:
         session = self.sessions.get(peer.node_id)
         if session is None:
             return
@@ -359,9 +365,8 @@ class SwarmEngine:
                     await self._reveal_more(session, message.root)
         elif isinstance(message, Choke):
             session.peer_choking = True
-            session.runs.clear()
-            for root, block in list(session.in_flight):
-                self._release(session, root, block)
+            for root, first in list(session.in_flight):
+                self._release(session, root, first)
         elif isinstance(message, Unchoke):
             session.peer_choking = False
             await self._fill_requests(session)
@@ -374,7 +379,7 @@ class SwarmEngine:
         elif isinstance(message, Cancel):
             session.cancel_upload(message.root, message.block_index)
         elif isinstance(message, Reject):
-            self._release_run(session, message.root, message.block_index)
+            self._release(session, message.root, message.block_index)
             await self._fill_requests(session)
         elif isinstance(message, GetManifest):
             await self._serve_manifest(session, message)
@@ -473,7 +478,7 @@ class SwarmEngine:
             return
         file = reveal.file
         now = self.network.now()
-        for piece in reveal.top_up(now, session.uploaded.rate(now)):
+        for piece in reveal.top_up(now, session.recent_up.rate(now)):
             await self._send(session, Have(root, file.piece_length, piece))
 
     def _stop_revealing(self, session: Session, root: bytes) -> None:
@@ -581,93 +586,84 @@ class SwarmEngine:
 
     def _depth(self, session: Session) -> int:
         rtt = session.peer.round_trip_seconds or 0.2
-        rate = session.downloaded.rate(self.network.now())
+        rate = session.recent_down.rate(self.network.now())
         return max(MIN_DEPTH, min(MAX_DEPTH, math.ceil(rate * (rtt + 0.25) / BLOCK_SIZE)))
 
     async def _fill_requests(self, session: Session) -> None:
         if session.peer_choking or not session.am_interested:
             return
-        in_flight = len(session.in_flight)
-        room = self._depth(session) - in_flight
+        # The picker counts in request units (`FileDownload.unit_blocks`); ask it for as many
+        # as the smallest unit of what this peer offers would fit, and stop when room is out.
+        # Two units at least stay in flight, so large units do not leave the pipe empty.
+        files = self.files
+        unit = min((files[r].unit_blocks for r in session.useful if r in files), default=1)
+        in_flight = session.blocks_in_flight
+        room = max(self._depth(session), 2 * unit) - in_flight
         # Top up in batches once the pipe is primed: one pick and a run of Requests the
         # writer sends together, rather than a pick and a send per arriving block.
         if room <= 0 or (in_flight and room < min(REFILL_BATCH, in_flight)):
             return
         now = self.network.now()
-        runs: list[tuple[FileDownload, int, int]] = []  # file, first block, blocks
-        for request in self.picker.pick(session.node_id, room, now, self.network.random):
+        for request in self.picker.pick(session.node_id, room // unit, now, self.network.random):
             file = self.files.get(request.root)
             if file is None:
                 continue
+            blocks = file.unit_blocks_in(request.piece, request.block)
+            if blocks > room and session.blocks_in_flight:
+                break
             try:
                 self.picker.mark_requested(session.node_id, request, now)
             except PickerError:
                 continue
-            block_index = file.file_block(request.piece, request.block)
-            session.in_flight[(request.root, block_index)] = now
-            last = runs[-1] if runs else None
-            if last and last[0] is file and last[1] + last[2] == block_index and request.block:
-                runs[-1] = (file, last[1], last[2] + 1)  # the next block of the same piece
-            else:
-                runs.append((file, block_index, 1))
-        for file, first, count in runs:
-            for start, size in aligned_runs(first, count, min(MAX_RUN_BLOCKS, 1 << file.height)):
-                session.runs[(file.root, start)] = size
-                await self._send(session, Request(file.root, start, file.height, size))
+            first = file.unit_start(request.piece, request.block)
+            session.track(file.root, first, blocks, now)
+            room -= blocks
+            await self._send(session, Request(file.root, first, file.height, file.unit_blocks))
 
-    def _release_run(self, session: Session, root: bytes, first: int) -> None:
-        """The peer will not send the run of blocks we asked for from `first`."""
-        for block_index in range(first, first + session.runs.pop((root, first), 1)):
-            self._release(session, root, block_index)
-
-    def _release(self, session: Session, root: bytes, block_index: int) -> None:
-        if session.in_flight.pop((root, block_index), None) is None:
+    def _release(self, session: Session, root: bytes, first_block: int) -> None:
+        """The request for the unit at `first_block` will not be answered: pick it again."""
+        if not session.untrack(root, first_block):
             return
         file = self.files.get(root)
         if file is not None:
-            piece, block = file.split(block_index)
-            self.picker.request_failed(session.node_id, BlockRequest(root, piece, block))
+            piece, block = file.split(first_block)
+            unit = block // file.unit_blocks
+            self.picker.request_failed(session.node_id, BlockRequest(root, piece, unit))
 
     async def _on_block(self, session: Session, message: Block, now: float) -> None:
         size = len(message.data)
         session.bytes_down += size
         session.downloaded.add(size, now)
-        root, first, count = message.root, message.block_index, message.block_count
-        session.runs.pop((root, first), None)
-        for block_index in range(first, first + count):
-            session.in_flight.pop((root, block_index), None)
+        session.recent_down.add(size, now)
+        root, first = message.root, message.block_index
+        session.untrack(root, first)
         file = self.files.get(root)
         if file is None:
             return
+        located = file.locate(first, message.block_count)
+        if located is None:
+            return  # not a unit we ask for: nobody requested it
+        piece, unit = located
+        request = BlockRequest(root, piece, unit)
         if not file.verify(first, message.data, message.proof):
             self.blocks_rejected += 1
-            for block_index in range(first, first + count):
-                piece, block = file.split(block_index)
-                with contextlib.suppress(PickerError):  # ask someone else for it
-                    self.picker.request_failed(session.node_id, BlockRequest(root, piece, block))
-            await self._strike(session, f"blocks {first}+{count} failed their proof")
+            with contextlib.suppress(PickerError):  # ask someone else for it
+                self.picker.request_failed(session.node_id, request)
+            await self._strike(session, f"blocks {first}+{message.block_count} failed their proof")
             return
-        data = message.data
-        for offset in range(count):
-            block_index = first + offset
-            piece, block = file.split(block_index)
-            try:
-                outcome = self.picker.block_received(
-                    session.node_id, BlockRequest(root, piece, block)
-                )
-            except PickerError:
-                continue
-            if outcome.status is not BlockStatus.ACCEPTED:
-                continue
-            chunk = data[offset * BLOCK_SIZE : (offset + 1) * BLOCK_SIZE]
-            file.keep(block_index, chunk)
+        try:
+            outcome = self.picker.block_received(session.node_id, request)
+        except PickerError:
+            return
+        if outcome.status is BlockStatus.ACCEPTED:
+            file.keep(piece, unit, message.data)
             for download in self._root_downloads.get(root, []):
-                download.received_bytes += len(chunk)
+                download.received_bytes += size
             for other in outcome.cancel:
                 other_session = self.sessions.get(other)
                 if other_session is not None:
-                    other_session.in_flight.pop((root, block_index), None)
-                    await self._send(other_session, Cancel(root, block_index))
+                    other_session.untrack(root, first)
+                    await self._send(other_session, Cancel(root, first))
             if outcome.piece_complete:
                 whole = file.complete_piece(piece)
                 if whole is not None:
@@ -695,7 +691,7 @@ class SwarmEngine:
                     break
                 batch.append(item)
                 size += len(item[2])
-            by_length: dict[int, list[tuple[FileDownload, int, bytes]]] = {}
+            by_length: dict[int, list[PieceWrite]] = {}
             for item in batch:
                 by_length.setdefault(item[0].piece_length, []).append(item)
             for piece_length, items in by_length.items():
@@ -929,7 +925,7 @@ class SwarmEngine:
             )
             file = FileDownload(entry.root, entry.length, piece_length, layer)
             self.files[entry.root] = file
-            count, per_piece, last = piece_layout(entry.length, piece_length)
+            count, per_piece, last = file.picker_layout()
             self.picker.add_file(
                 entry.root, count, per_piece, last_piece_blocks=last, have=held.bits
             )
@@ -970,7 +966,7 @@ class SwarmEngine:
                     session, Reject(request.root, request.block_index, int(RejectReason.CHOKED))
                 )
                 continue
-            payload = await self._block_payload(request)
+            payload = await self._block_payload(request, session)
             if payload is None:
                 await self._send(
                     session, Reject(request.root, request.block_index, int(RejectReason.NOT_HELD))
@@ -980,37 +976,82 @@ class SwarmEngine:
                 await session.peer.send_extension(EXTENSION_NAME, payload)
             except PeerGone:
                 return
-            size = len(payload)
+            size, now = len(payload), self.network.now()
             session.bytes_up += size
-            session.uploaded.add(size, self.network.now())
+            session.uploaded.add(size, now)
+            session.recent_up.add(size, now)
             reveal = session.reveals.get(request.root)
             if reveal is not None and reveal.run_served(request.block_index, request.count):
                 await self._reveal_more(session, request.root)
 
-    async def _block_payload(self, request: Request) -> bytes | None:
+    async def _block_payload(self, request: Request, session: Session) -> bytes | None:
         """The Block message for a request (its run of blocks), or None if we cannot serve it.
 
         The proof height names the requester's piece: 16 KiB << height bytes (for a file no
         longer than that, the whole file). Serving in that piece length needs nothing but
         the request, whatever piece length we store the file in."""
-        height = request.proof_height
-        piece_length = BLOCK_SIZE << height
-        if piece_length > MAX_PIECE_LENGTH:
+        located = _piece_of(request)
+        if located is None:
             return None
-        piece, block = divmod(request.block_index, piece_length // BLOCK_SIZE)
+        piece_length, piece, block = located
         cached = self.cache.lookup(request.root, piece_length, piece)
         if cached is None:
+            # What the OS holds in memory is read here and now (`read_piece_nowait` never
+            # waits on the disk): a trip to a worker thread per piece made serving a warm
+            # file cost a third more CPU, on both ends (bench_transfer). What is on disk is
+            # read in a worker thread, with the pieces the next queued requests need.
             try:
-                data = await self.network.run_blocking(
-                    lambda: self.store.read_piece(request.root, piece, piece_length=piece_length)
-                )
+                data = self.store.read_piece_nowait(request.root, piece, piece_length=piece_length)
+            except WouldBlock:
+                await self._read_ahead(request.root, piece_length, piece, session)
             except Exception:
+                return None  # not held (any more), or unreadable: Reject it
+            else:
+                self.cache.insert(request.root, piece_length, piece, data)
+            cached = self.cache.lookup(request.root, piece_length, piece)
+            if cached is None:
                 return None
-            cached = self.cache.insert(request.root, piece_length, piece, data)
+        height = request.proof_height
         if block * BLOCK_SIZE >= len(cached.data):
             return None
         view, proof = PieceCache.run_with_proof(cached, block, request.count, height)
-        return encode_block_header(request.root, request.block_index, proof) + bytes(view)
+        return b"".join((encode_block_header(request.root, request.block_index, proof), view))
+
+    async def _read_ahead(
+        self, root: bytes, piece_length: int, piece: int, session: Session
+    ) -> None:
+        """Read a piece into the cache, with the pieces the next queued requests need (up to
+        READ_AHEAD_BYTES)."""
+        wanted = [(root, piece_length, piece)]
+        budget = READ_AHEAD_BYTES - piece_length
+        for queued in itertools.islice(session.uploads, READ_AHEAD_REQUESTS):
+            located = _piece_of(queued)
+            if located is None or located[0] > budget:
+                continue
+            key = (queued.root, located[0], located[1])
+            if key not in wanted and self.cache.lookup(*key) is None:
+                wanted.append(key)
+                budget -= located[0]
+        await self._read_pieces(wanted)
+
+    async def _read_pieces(self, wanted: list[tuple[bytes, int, int]]) -> None:
+        """Read pieces (root, piece length, piece) into the cache in one trip to a worker
+        thread; those we cannot read (not held any more, storage errors) are left out."""
+
+        def read_all() -> list[bytes | None]:
+            out: list[bytes | None] = []
+            for key_root, key_length, key_piece in wanted:
+                try:
+                    out.append(self.store.read_piece(key_root, key_piece, piece_length=key_length))
+                except Exception:
+                    out.append(None)  # not held (any more) or unreadable: Reject it
+            return out
+
+        for (key_root, key_length, key_piece), read in zip(
+            wanted, await self.network.run_blocking(read_all), strict=True
+        ):
+            if read is not None:
+                self.cache.insert(key_root, key_length, key_piece, read)
 
     # -- choking, timeouts, PEX, discovery -----------------------------------------------------
 
@@ -1057,18 +1098,11 @@ class SwarmEngine:
             for session in list(self.sessions.values()):
                 late = [
                     key
-                    for key, sent in session.in_flight.items()
+                    for key, (sent, _) in session.in_flight.items()
                     if sent + REQUEST_TIMEOUT_SECONDS <= now
                 ]
-                for root, block_index in late:
-                    session.in_flight.pop((root, block_index), None)
-                    session.runs.pop((root, block_index), None)
-                    file = self.files.get(root)
-                    if file is not None:
-                        piece, block = file.split(block_index)
-                        self.picker.request_timed_out(
-                            session.node_id, BlockRequest(root, piece, block)
-                        )
+                for root, first in late:
+                    self._release(session, root, first)  # a late answer is still accepted
                 if late:
                     await self._fill_requests(session)
 
@@ -1250,3 +1284,13 @@ class SwarmEngine:
             "pieces_written": self.pieces_written,
             "blocks_rejected": self.blocks_rejected,
         }
+
+
+def _piece_of(request: Request) -> tuple[int, int, int] | None:
+    """(piece length, piece, block within it) a request is about, in the requester's piece
+    length (16 KiB << proof height); None if no such piece length exists."""
+    piece_length = BLOCK_SIZE << request.proof_height
+    if piece_length > MAX_PIECE_LENGTH:
+        return None
+    piece, block = divmod(request.block_index, piece_length // BLOCK_SIZE)
+    return piece_length, piece, block

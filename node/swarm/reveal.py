@@ -38,8 +38,10 @@ class RevealedFile:
 
     __slots__ = (
         "blocks_per_piece",
+        "ceiling",
         "counts",
         "cursor",
+        "floor",
         "length",
         "peers",
         "piece_count",
@@ -52,6 +54,10 @@ class RevealedFile:
         self.piece_count = -(-length // piece_length)
         self.blocks_per_piece = piece_length // BLOCK_SIZE
         self.counts = array("I", bytes(4 * self.piece_count))
+        self.floor = 0
+        """No piece was shown fewer times than this (counts only grow)."""
+        self.ceiling = 0
+        """The most times any piece was shown."""
         self.peers = 0
         """Peers it is being revealed to now."""
         self.cursor = 0
@@ -124,19 +130,25 @@ class PeerReveal:
             return []
         picked: list[int] = []
         count = file.piece_count
-        level = min(file.counts)
-        ceiling = max(file.counts)
-        while len(picked) < need and level <= ceiling:
+        level = file.floor
+        while len(picked) < need and level <= file.ceiling:
             start = file.cursor
+            at_level = False
             for offset in range(count):
                 piece = (start + offset) % count
-                if file.counts[piece] != level or self.has[piece] or piece in self.pending:
+                if file.counts[piece] != level:
+                    continue
+                at_level = True
+                if self.has[piece] or piece in self.pending:
                     continue
                 picked.append(piece)
                 self.pending[piece] = now
                 file.counts[piece] += 1
+                file.ceiling = max(file.ceiling, level + 1)
                 file.cursor = (piece + 1) % count
                 if len(picked) == need:
                     break
+            if not at_level and level == file.floor:
+                file.floor = level + 1  # a whole scan met no piece shown this few times
             level += 1
         return picked

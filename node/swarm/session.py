@@ -25,6 +25,7 @@ PEX_FIRST_SECONDS: Final = 3.0
 """The first Pex on a connection goes this soon, so a flash crowd meshes in seconds."""
 PEX_PERIOD_SECONDS: Final = 60.0
 """After the first, at most one round of Pex per connection this often (BEP 11)."""
+RECENT_RATE_SECONDS: Final = 3
 STRIKES_TO_BAN: Final = 3
 """Blocks that failed their proof before a peer is disconnected and banned."""
 
@@ -39,11 +40,10 @@ class Session:
     peer_choking: bool = True
     peer_interested: bool = False
     last_unchoked: float | None = None
-    in_flight: dict[tuple[bytes, int], float] = attrs.Factory(dict)
-    """(root, file block) → when we asked, for our requests to this peer."""
-    runs: dict[tuple[bytes, int], int] = attrs.Factory(dict)
-    """(root, first file block) → blocks asked for in that Request, to release them all on a
-    Reject (every block of a run is also in `in_flight`)."""
+    in_flight: dict[tuple[bytes, int], tuple[float, int]] = attrs.Factory(dict)
+    """(root, first file block) → (when we asked, blocks asked for), for our requests to this
+    peer (one per request unit). Change it through `track` / `untrack`."""
+    blocks_in_flight: int = 0
     useful: dict[bytes, int] = attrs.Factory(dict)
     """Roots we are fetching → how many pieces we lack this peer has (> 0). Interest is
     whether any is left, so a peer that has nothing more for us gets NotInterested and its
@@ -52,8 +52,14 @@ class Session:
     """Roots this peer told us anything about (they get our Have messages)."""
     uploads: deque[Request] = attrs.Factory(deque)
     upload_wakeup: trio.Event = attrs.Factory(trio.Event)
-    downloaded: RateMeter = attrs.Factory(RateMeter)
-    uploaded: RateMeter = attrs.Factory(RateMeter)
+    downloaded: RateMeter = attrs.field(init=False)
+    """From this peer over the last 20 s (or since connecting): what the choker compares."""
+    uploaded: RateMeter = attrs.field(init=False)
+    recent_down: RateMeter = attrs.field(init=False)
+    """Over the last few seconds: how deep to pipeline requests. The 20 s rate lags a
+    transfer that just started or sped up by up to 20 s, and a shallow pipe stays slow."""
+    recent_up: RateMeter = attrs.field(init=False)
+    """Over the last few seconds: how many pieces to show a peer we reveal a file to."""
     bytes_down: int = 0
     bytes_up: int = 0
     strikes: int = 0
@@ -69,6 +75,26 @@ class Session:
     pex_told: dict[bytes, set[bytes]] = attrs.Factory(dict)
     """Per container, the swarm members (node ids) our Pex messages listed to this peer."""
     last_pex: float | None = None
+
+    def __attrs_post_init__(self) -> None:
+        start = self.connected_at
+        self.downloaded = RateMeter(start=start)
+        self.uploaded = RateMeter(start=start)
+        self.recent_down = RateMeter(RECENT_RATE_SECONDS, start=start)
+        self.recent_up = RateMeter(RECENT_RATE_SECONDS, start=start)
+
+    def track(self, root: bytes, first_block: int, blocks: int, now: float) -> None:
+        self.untrack(root, first_block)
+        self.in_flight[(root, first_block)] = (now, blocks)
+        self.blocks_in_flight += blocks
+
+    def untrack(self, root: bytes, first_block: int) -> bool:
+        """Forget a request; False if there was none."""
+        entry = self.in_flight.pop((root, first_block), None)
+        if entry is None:
+            return False
+        self.blocks_in_flight -= entry[1]
+        return True
 
     def next_pex_at(self) -> float:
         if self.last_pex is None:

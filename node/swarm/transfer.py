@@ -19,12 +19,14 @@ from wire.merkle import (
     BLOCK_SIZE,
     block_count,
     hash_blocks,
+    pad_hash,
     piece_height,
     range_proof,
     span_height,
     tree_height,
     verify_range,
 )
+from wire.swarm import MAX_RUN_BLOCKS
 
 CACHE_BYTES: Final = 64 * 1024 * 1024
 """Pieces kept in memory by the uploader: a peer asks for a piece's blocks one after the
@@ -47,13 +49,40 @@ class FileDownload:
     """The piece layer, verified against the root (`[root]` for a one-piece file)."""
     blocks_per_piece: int = 0
     height: int = 0
-    pieces: dict[int, bytearray] = attrs.Factory(dict)
-    received: dict[int, set[int]] = attrs.Factory(dict)
-    """Blocks received (and verified) per piece not yet written."""
+    unit_blocks: int = 0
+    """Blocks per request unit: the run one Request asks for and one Block carries, and what
+    the picker counts in (a piece, or 1 MiB of a larger piece; at a file's end, fewer)."""
+    received: dict[int, dict[int, memoryview | bytes]] = attrs.Factory(dict)
+    """Units received (and verified) per piece not yet written: unit → its bytes (views of
+    the messages they came in, so nothing is copied until a piece of several is joined)."""
 
     def __attrs_post_init__(self) -> None:
         self.blocks_per_piece = self.piece_length // BLOCK_SIZE
         self.height = proof_height(self.length, self.piece_length)
+        self.unit_blocks = min(MAX_RUN_BLOCKS, 1 << self.height)
+
+    def units_in(self, piece: int) -> int:
+        return -(-self.blocks_in(piece) // self.unit_blocks)
+
+    def picker_layout(self) -> tuple[int, int, int]:
+        """(pieces, units per full piece, units in the last piece), for `PiecePicker`."""
+        count = self.piece_count
+        return count, self.units_in(0), self.units_in(count - 1)
+
+    def unit_start(self, piece: int, unit: int) -> int:
+        """The file block a unit starts at."""
+        return piece * self.blocks_per_piece + unit * self.unit_blocks
+
+    def unit_blocks_in(self, piece: int, unit: int) -> int:
+        return min(self.unit_blocks, self.blocks_in(piece) - unit * self.unit_blocks)
+
+    def locate(self, first_block: int, blocks: int) -> tuple[int, int] | None:
+        """(piece, unit) if blocks `first_block ..` are exactly one unit, else None."""
+        piece, block = self.split(first_block)
+        unit, offset = divmod(block, self.unit_blocks)
+        if offset or not 0 <= piece < self.piece_count or unit >= self.units_in(piece):
+            return None
+        return (piece, unit) if blocks == self.unit_blocks_in(piece, unit) else None
 
     @property
     def piece_count(self) -> int:
@@ -83,33 +112,41 @@ class FileDownload:
             return False
         return verify_range(data, file_block, proof, self.layer[piece])
 
-    def keep(self, file_block: int, data: memoryview | bytes) -> None:
-        """Keep one verified block until its piece is complete."""
-        piece, block = self.split(file_block)
-        buffer = self.pieces.get(piece)
-        if buffer is None:
-            buffer = self.pieces[piece] = bytearray(self.piece_size(piece))
-            self.received[piece] = set()
-        start = block * BLOCK_SIZE
-        buffer[start : start + len(data)] = data
-        self.received[piece].add(block)
+    def keep(self, piece: int, unit: int, data: memoryview | bytes) -> None:
+        """Keep one verified unit until its piece is complete."""
+        self.received.setdefault(piece, {})[unit] = data
 
-    def complete_piece(self, piece: int) -> bytes | None:
-        """The piece's bytes if every block is in (and forgets them)."""
-        if len(self.received.get(piece, ())) != self.blocks_in(piece):
+    def complete_piece(self, piece: int) -> memoryview | bytes | None:
+        """The piece's bytes if every unit is in (and forgets them). A piece of one unit is
+        handed over as it came; units are joined in order otherwise."""
+        units = self.received.get(piece)
+        if units is None or len(units) != self.units_in(piece):
             return None
-        self.received.pop(piece)
-        return bytes(self.pieces.pop(piece))
+        del self.received[piece]
+        if len(units) == 1:
+            return units[0]
+        return b"".join(units[unit] for unit in range(len(units)))
 
     def forget(self, piece: int) -> None:
-        self.pieces.pop(piece, None)
         self.received.pop(piece, None)
 
 
 @attrs.define(eq=False)
 class _CachedPiece:
-    data: bytes
-    leaves: list[bytes]
+    data: bytes | bytearray
+    _leaves: list[bytes] | None = None
+
+    @property
+    def block_count(self) -> int:
+        return -(-len(self.data) // BLOCK_SIZE)
+
+    @property
+    def leaves(self) -> list[bytes]:
+        """The blocks' hashes, computed the first time a proof needs them: a run that is
+        the whole piece needs none."""
+        if self._leaves is None:
+            self._leaves = hash_blocks(self.data)
+        return self._leaves
 
 
 class PieceCache:
@@ -129,9 +166,11 @@ class PieceCache:
             self.hits += 1
         return cached
 
-    def insert(self, root: bytes, piece_length: int, piece: int, data: bytes) -> _CachedPiece:
+    def insert(
+        self, root: bytes, piece_length: int, piece: int, data: bytes | bytearray
+    ) -> _CachedPiece:
         self.misses += 1
-        cached = _CachedPiece(data, hash_blocks(data))
+        cached = _CachedPiece(data)
         key = (root, piece_length, piece)
         if key not in self._pieces:
             self._pieces[key] = cached
@@ -147,28 +186,17 @@ class PieceCache:
     ) -> tuple[memoryview, list[bytes]]:
         """Blocks `block .. block + count - 1` of the piece (fewer where the piece ends) and
         the proof from their subtree up to `height`."""
-        count = min(count, len(cached.leaves) - block)
+        blocks = cached.block_count
+        count = min(count, blocks - block)
         start = block * BLOCK_SIZE
         data = memoryview(cached.data)[start : start + count * BLOCK_SIZE]
+        if block == 0 and count == blocks:  # the whole piece: only padding above it
+            return data, [pad_hash(level) for level in range(span_height(count), height)]
         return data, range_proof(cached.leaves, block, count, height)
 
     def drop_root(self, root: bytes) -> None:
         for key in [k for k in self._pieces if k[0] == root]:
             self._bytes -= len(self._pieces.pop(key).data)
-
-
-def aligned_runs(first: int, count: int, limit: int) -> list[tuple[int, int]]:
-    """Cut blocks `first .. first + count - 1` into runs a Request may ask for: each a power
-    of two of blocks, at most `limit` (a power of two), starting at a multiple of its size."""
-    runs = []
-    end = first + count
-    while first < end:
-        size = limit
-        while size > 1 and (first % size or first + size > end):
-            size >>= 1
-        runs.append((first, size))
-        first += size
-    return runs
 
 
 def container_key(container_id: bytes) -> bytes:

@@ -54,7 +54,7 @@ class MessageTap:
         first_at = self.first_at
         keep_first = self.keep_first
 
-        async def tapped(peer: PeerConnection, payload: bytes) -> None:
+        async def tapped(peer: PeerConnection, payload: memoryview) -> None:
             name = MESSAGE_NAMES.get(payload[0], "Unknown") if payload else "Empty"
             count[name] += 1
             size[name] += len(payload)

@@ -65,7 +65,7 @@ async def test_two_nodes_authenticate_and_exchange_extension_messages(transport:
 
     def echo_setup(label: str) -> Callable[[Node], None]:
         def setup(node: Node) -> None:
-            async def on_message(peer: PeerConnection, payload: bytes) -> None:
+            async def on_message(peer: PeerConnection, payload: memoryview) -> None:
                 received[label].append(payload)
                 if payload == b"ping":
                     await peer.send_extension("ks.echo", b"pong")
@@ -89,7 +89,7 @@ async def test_large_messages_arrive_intact_and_in_order() -> None:
     chunks: list[bytes] = []
 
     def setup(node: Node) -> None:
-        async def on_message(peer: PeerConnection, payload: bytes) -> None:
+        async def on_message(peer: PeerConnection, payload: memoryview) -> None:
             chunks.append(payload)
 
         node.register_extension("ks.bulk", 1, on_message)
@@ -192,7 +192,7 @@ async def test_simultaneous_dials_leave_one_agreed_connection() -> None:
 
 async def test_a_crashing_extension_handler_drops_only_that_peer() -> None:
     def setup(node: Node) -> None:
-        async def on_message(peer: PeerConnection, payload: bytes) -> None:
+        async def on_message(peer: PeerConnection, payload: memoryview) -> None:
             raise RuntimeError("bug in handler")
 
         node.register_extension("ks.buggy", 1, on_message)

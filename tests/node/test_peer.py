@@ -110,7 +110,7 @@ async def test_handshake_and_messages_over_memory_streams() -> None:
     got: list[bytes] = []
     arrived = trio.Event()
 
-    async def on_test(peer: PeerConnection, payload: bytes) -> None:
+    async def on_test(peer: PeerConnection, payload: memoryview) -> None:
         got.append(payload)
         arrived.set()
 
@@ -138,7 +138,7 @@ async def test_a_message_that_arrives_with_the_handshake_waits_for_run() -> None
     got: list[tuple[bytes, bool]] = []
     arrived = trio.Event()
 
-    async def on_test(peer: PeerConnection, payload: bytes) -> None:
+    async def on_test(peer: PeerConnection, payload: memoryview) -> None:
         got.append((payload, running))
         arrived.set()
 
@@ -219,7 +219,7 @@ async def test_damaged_session_ends_with_a_reason_and_nothing_escapes(
     alice, bob, start_relays = make_pair(after_handshake(change))
     received: list[bytes] = []
 
-    async def on_test(peer: PeerConnection, payload: bytes) -> None:
+    async def on_test(peer: PeerConnection, payload: memoryview) -> None:
         received.append(payload)
 
     bob.set_extension_handler("ks.test", on_test)
@@ -259,7 +259,7 @@ async def test_reader_and_writer_never_send_at_once() -> None:
     alice, bob, start_relays = make_pair()
     got: list[bytes] = []
 
-    async def on_test(peer: PeerConnection, payload: bytes) -> None:
+    async def on_test(peer: PeerConnection, payload: memoryview) -> None:
         got.append(payload)
 
     bob.set_extension_handler("ks.test", on_test)

@@ -9,6 +9,7 @@ import trio.lowlevel
 
 from node.realnet import TrioNetwork
 from node.swarm.engine import SwarmEngine
+from node.swarm.session import Session
 from wire.swarm import Request
 
 from .swarm_helpers import add_folder, make_folder, swarm_node, tcp_address
@@ -40,8 +41,8 @@ async def test_a_container_is_fetched_by_id_alone(tmp_path: Path) -> None:
 class Corrupting(SwarmEngine):
     """A peer that serves blocks with one byte flipped (and the honest proof)."""
 
-    async def _block_payload(self, request: Request) -> bytes | None:
-        payload = await super()._block_payload(request)
+    async def _block_payload(self, request: Request, session: Session) -> bytes | None:
+        payload = await super()._block_payload(request, session)
         if payload is None:
             return None
         damaged = bytearray(payload)

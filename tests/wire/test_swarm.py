@@ -125,7 +125,7 @@ def _pex(draw: st.DrawFn) -> Pex:
 
 @st.composite
 def _blocks(draw: st.DrawFn) -> Block:
-    """A run of 1..16 blocks (the last may be short) at an index its span divides."""
+    """A run of 1..64 blocks (the last may be short) at an index its span divides."""
     size = draw(st.integers(1, MAX_BLOCK_DATA))
     span = 1 << (-(-size // BLOCK_SIZE) - 1).bit_length()
     index = draw(st.integers(0, (2**32 - 1) // span)) * span
@@ -327,8 +327,8 @@ BAD_PAYLOADS = {
     ),
     "proof height 33": _raw(Request, {"root": R, "block_index": 0, "proof_height": 33, "count": 1}),
     "run of 0 blocks": _raw(Request, {"root": R, "block_index": 0, "proof_height": 4, "count": 0}),
-    "run of 32 blocks": _raw(
-        Request, {"root": R, "block_index": 0, "proof_height": 5, "count": 32}
+    "run of 128 blocks": _raw(
+        Request, {"root": R, "block_index": 0, "proof_height": 7, "count": 128}
     ),
     "run of 3 blocks": _raw(Request, {"root": R, "block_index": 0, "proof_height": 4, "count": 3}),
     "misaligned run": _raw(Request, {"root": R, "block_index": 2, "proof_height": 4, "count": 4}),
@@ -435,7 +435,7 @@ BAD_PAYLOADS = {
     "block without data": encode_block_header(R, 1, (R,)),
     "block with a cut proof": encode_block_header(R, 1, (R, R))[:-1],
     "block with 33 proof hashes": encode_block_header(R, 1, (R,) * 33) + b"x",
-    "block with 256 KiB + 1": encode_block_header(R, 0, ()) + bytes(MAX_BLOCK_DATA + 1),
+    "block with 1 MiB + 1": encode_block_header(R, 0, ()) + bytes(MAX_BLOCK_DATA + 1),
     "misaligned run of blocks": encode_block_header(R, 1, ()) + bytes(BLOCK_SIZE + 1),
     "run of 3 blocks at 4 + 2": encode_block_header(R, 6, ()) + bytes(3 * BLOCK_SIZE),
 }
