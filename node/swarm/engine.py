@@ -94,7 +94,10 @@ DIAL_RETRY_SECONDS: Final = 60.0
 """A candidate that could not be dialled is not tried again for this long."""
 DISCOVERY_PERIOD_SECONDS: Final = 30.0
 BAN_SECONDS: Final = 3600.0
-MIN_DEPTH: Final = 16
+MIN_DEPTH: Final = 8
+"""Blocks in flight to a peer at least (and two request units). More parks the last pieces
+of a download at slow peers: with 16, a 100-leecher flash crowd of 64 KiB pieces had
+stragglers at 1.4x the median (bound ratio 2.48 against 1.79 with 8)."""
 REFILL_BATCH: Final = 64
 """With requests in flight, wait until this many blocks (or as many as are in flight) can go
 before asking the picker again: one pick then hands out whole pieces, sent as long runs."""
