@@ -81,3 +81,49 @@ def open_in_place(buffer: bytearray, nonce: bytes, key: bytes, ad: bytes = b"") 
     )
     buffer[:length] = plaintext
     return length
+
+
+# -- AES-256-GCM -------------------------------------------------------------------------------
+#
+# The channel switches to AES-256-GCM once both ends say they have it (`wire.connection`):
+# with the CPU's AES instructions it is several times faster than ChaCha20-Poly1305 in
+# software (2.1 against 0.3-0.8 GB/s on the machine bench_transfer runs on). libsodium offers
+# it only where the CPU has those instructions; then `AESGCM_AVAILABLE` is False and the
+# channel stays on ChaCha20-Poly1305.
+
+try:  # pragma: no branch
+    AESGCM_AVAILABLE: bool = bool(_lib.crypto_aead_aes256gcm_is_available()) if FAST_PATH else False
+    _aes_encrypt = _lib.crypto_aead_aes256gcm_encrypt
+    _aes_decrypt = _lib.crypto_aead_aes256gcm_decrypt
+except AttributeError:  # pragma: no cover
+    AESGCM_AVAILABLE = False
+
+
+def aesgcm_seal_in_place(
+    buffer: bytearray, start: int, length: int, nonce: bytes, key: bytes, ad: bytes = b""
+) -> None:
+    """`seal_in_place` with AES-256-GCM (only where `AESGCM_AVAILABLE`)."""
+    if not AESGCM_AVAILABLE:
+        raise RuntimeError("AES-256-GCM is not available on this CPU")
+    if len(buffer) < start + length + TAG_LEN:
+        raise ValueError("no room for the authentication tag")
+    target = _ffi.from_buffer(buffer) + start
+    if _aes_encrypt(
+        target, _ffi.NULL, target, length, ad or _ffi.NULL, len(ad), _ffi.NULL, nonce, key
+    ):  # pragma: no cover - libsodium's encrypt cannot fail
+        raise nacl.exceptions.CryptoError("encryption failed")
+
+
+def aesgcm_open_in_place(buffer: bytearray, nonce: bytes, key: bytes, ad: bytes = b"") -> int:
+    """`open_in_place` with AES-256-GCM (only where `AESGCM_AVAILABLE`)."""
+    if not AESGCM_AVAILABLE:
+        raise RuntimeError("AES-256-GCM is not available on this CPU")
+    length = len(buffer) - TAG_LEN
+    if length < 0:
+        raise nacl.exceptions.CryptoError("ciphertext shorter than its tag")
+    view = _ffi.from_buffer(buffer)
+    if _aes_decrypt(
+        view, _ffi.NULL, _ffi.NULL, view, len(buffer), ad or _ffi.NULL, len(ad), nonce, key
+    ):
+        raise nacl.exceptions.CryptoError("authentication failed")
+    return length

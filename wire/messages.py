@@ -68,9 +68,23 @@ class Goodbye(Record):
     reason: str = attrs.field(metadata=spec(Text(max_bytes=MAX_REASON_BYTES)))
 
 
-CoreMessage = Hello | Ping | Pong | Goodbye
+@attrs.frozen
+class SwitchCipher(Record):
+    """The last message its sender encrypts with ChaCha20-Poly1305: from the next one on, that
+    direction uses `cipher` (`wire.connection`). Only after both Hellos offered it."""
 
-CORE_MESSAGE_IDS: Final[dict[type[Record], int]] = {Hello: 1, Ping: 2, Pong: 3, Goodbye: 4}
+    cipher: str = attrs.field(metadata=spec(Text(max_bytes=32, min_bytes=1)))
+
+
+CoreMessage = Hello | Ping | Pong | Goodbye | SwitchCipher
+
+CORE_MESSAGE_IDS: Final[dict[type[Record], int]] = {
+    Hello: 1,
+    Ping: 2,
+    Pong: 3,
+    Goodbye: 4,
+    SwitchCipher: 5,
+}
 _CORE_TYPES: Final[dict[int, type[Record]]] = {
     ident: cls for cls, ident in CORE_MESSAGE_IDS.items()
 }
@@ -91,5 +105,5 @@ def decode_core(message_id: int, body: bytes) -> CoreMessage:
     if cls is None:
         raise DecodeError(f"unknown core message id {message_id}")
     message = from_wire(cls, unpack_canonical(body, max_container_items=1024))
-    assert isinstance(message, Hello | Ping | Pong | Goodbye)
+    assert isinstance(message, Hello | Ping | Pong | Goodbye | SwitchCipher)
     return message

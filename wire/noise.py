@@ -30,6 +30,7 @@ TAG_LEN: Final = aead.TAG_LEN
 KEY_LEN: Final = 32
 MAX_MESSAGE_LEN: Final = 65535
 _MAX_NONCE: Final = (1 << 64) - 1  # reserved by the spec; reaching it means "rekey or stop"
+AESGCM_KEY_LABEL: Final = b"kinswarm transport aes-256-gcm"
 
 Pattern = Literal["XX", "XXpsk0"]
 
@@ -88,11 +89,25 @@ class CipherState:
     exact next message or an error.
     """
 
-    __slots__ = ("_key", "nonce")
+    __slots__ = ("_key", "aesgcm", "nonce")
 
     def __init__(self, key: bytes | None = None) -> None:
         self._key = key
         self.nonce = 0
+        self.aesgcm = False
+        """Switched to AES-256-GCM (`switch_to_aesgcm`); ChaCha20-Poly1305 until then."""
+
+    def switch_to_aesgcm(self) -> None:
+        """From the next message on, AES-256-GCM under a key derived from this one (so no
+        key is ever used with two ciphers) and a nonce counting from zero again. Used by the
+        transport once both ends announced the cipher; Noise itself is not changed."""
+        if self._key is None:
+            raise LocalProtocolError("no key yet")
+        if self.aesgcm:
+            raise LocalProtocolError("already switched to AES-256-GCM")
+        self._key = hashlib.blake2b(AESGCM_KEY_LABEL, key=self._key, digest_size=KEY_LEN).digest()
+        self.nonce = 0
+        self.aesgcm = True
 
     def has_key(self) -> bool:
         return self._key is not None
@@ -124,9 +139,8 @@ class CipherState:
             raise LocalProtocolError("no key yet")
         if self.nonce >= _MAX_NONCE:
             raise LocalProtocolError("nonce space exhausted; the channel must be re-established")
-        aead.seal_in_place(
-            buffer, start, length, _nonce_bytes(self.nonce), self._key, associated_data
-        )
+        seal = aead.aesgcm_seal_in_place if self.aesgcm else aead.seal_in_place
+        seal(buffer, start, length, _nonce_bytes(self.nonce), self._key, associated_data)
         self.nonce += 1
 
     def open_in_place(self, buffer: bytearray, associated_data: bytes = b"") -> int:
@@ -138,10 +152,9 @@ class CipherState:
             raise ChannelError("nonce space exhausted")
         if len(buffer) < TAG_LEN:
             raise ChannelError(f"ciphertext of {len(buffer)} bytes is shorter than its tag")
+        unseal = aead.aesgcm_open_in_place if self.aesgcm else aead.open_in_place
         try:
-            length = aead.open_in_place(
-                buffer, _nonce_bytes(self.nonce), self._key, associated_data
-            )
+            length = unseal(buffer, _nonce_bytes(self.nonce), self._key, associated_data)
         except nacl.exceptions.CryptoError as exc:
             raise ChannelError(
                 "frame failed authentication (tampered, replayed, reordered or dropped)"

@@ -198,9 +198,16 @@ async def test_damaged_handshake_fails_with_a_reason(
     assert any(re.search(reason, f.reason) for f in failures), failures
 
 
-def after_handshake(change: Callable[[bytes], list[bytes | None]]) -> Tamper:
-    """Leave the handshake alone (chunks 0 and 1 from Alice), then apply `change`."""
-    return lambda index, data: [data] if index < 2 else change(data)
+class AfterSetup:
+    """A tamper that leaves Alice's chunks alone (handshake, Hello, cipher switch) until
+    `armed`, then applies `change` to each."""
+
+    def __init__(self, change: Callable[[bytes], list[bytes | None]]) -> None:
+        self.change = change
+        self.armed = False
+
+    def __call__(self, index: int, data: bytes) -> list[bytes | None]:
+        return self.change(data) if self.armed else [data]
 
 
 @pytest.mark.parametrize(
@@ -216,7 +223,8 @@ def after_handshake(change: Callable[[bytes], list[bytes | None]]) -> Tamper:
 async def test_damaged_session_ends_with_a_reason_and_nothing_escapes(
     change: Callable[[bytes], list[bytes | None]], reason: str, delivered: int
 ) -> None:
-    alice, bob, start_relays = make_pair(after_handshake(change))
+    tamper = AfterSetup(change)
+    alice, bob, start_relays = make_pair(tamper)
     received: list[bytes] = []
 
     async def on_test(peer: PeerConnection, payload: memoryview) -> None:
@@ -234,7 +242,8 @@ async def test_damaged_session_ends_with_a_reason_and_nothing_escapes(
             await handshake_both(alice, bob)
             nursery.start_soon(run, "alice", alice)
             nursery.start_soon(run, "bob", bob)
-            await trio.sleep(0.05)  # let the Hello messages through untouched
+            await trio.sleep(0.05)  # let the Hellos (and cipher switches) through untouched
+            tamper.armed = True
             await alice.send_extension("ks.test", b"important")
     assert received == [b"important"] * delivered
     assert re.search(reason, reasons["bob"]), reasons

@@ -8,7 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from wire import aead
 from wire.connection import (
+    AESGCM_CIPHER,
     ConnectionClosed,
     ExtensionMessage,
     HandshakeCompleted,
@@ -19,6 +21,7 @@ from wire.connection import (
 )
 from wire.errors import ChannelError, HandshakeError, ProtocolError
 from wire.identity import LocalIdentity
+from wire.messages import SwitchCipher
 
 
 def seed(label: str) -> bytes:
@@ -342,3 +345,64 @@ def test_mutated_conversations_only_raise_protocol_errors(data: st.DataObject) -
         b.receive_data(a.data_to_send())
     except ProtocolError:
         pass
+
+
+needs_aes = pytest.mark.skipif(not aead.AESGCM_AVAILABLE, reason="no AES instructions here")
+
+
+def ciphers(connection: SecureConnection) -> tuple[bool, bool]:
+    """(sending with AES-256-GCM, receiving with AES-256-GCM)."""
+    send, receive = connection._send_cipher, connection._receive_cipher
+    assert send is not None and receive is not None
+    return send.aesgcm, receive.aesgcm
+
+
+@needs_aes
+@pytest.mark.parametrize("chunk", [0, 5])
+def test_both_offering_aes_gcm_switch_to_it_after_the_hellos(chunk: int) -> None:
+    a, b = initiator(), responder()
+    handshake(a, b, chunk=chunk)
+    assert ciphers(a) == ciphers(b) == (True, True)
+    assert set(events(a)[1].extensions) == {"ks.test"}  # type: ignore[attr-defined]
+    events(b)
+    for payload in (b"one", b"two" * 1000):
+        a.send_extension("ks.test", payload)
+        b.send_extension("ks.test", payload[::-1])
+        transfer(a, b, chunk=chunk)
+        transfer(b, a, chunk=chunk)
+        assert events(b) == [ExtensionMessage("ks.test", payload)]
+        assert events(a) == [ExtensionMessage("ks.test", payload[::-1])]
+    a.send_extension("ks.test", b"tampered")
+    frame = bytearray(a.data_to_send())
+    frame[-1] ^= 1
+    with pytest.raises(ChannelError, match="authentication"):
+        b.receive_data(bytes(frame))
+
+
+@pytest.mark.parametrize("without", ["initiator", "responder", "both"])
+def test_a_side_without_aes_keeps_the_channel_on_chacha(without: str) -> None:
+    a = initiator(aesgcm=without == "responder")
+    b = responder(aesgcm=without == "initiator")
+    if without == "both":
+        a, b = initiator(aesgcm=False), responder(aesgcm=False)
+    handshake(a, b)
+    assert ciphers(a) == ciphers(b) == (False, False)
+    events(a), events(b)
+    a.send_extension("ks.test", b"still chacha")
+    transfer(a, b)
+    assert events(b) == [ExtensionMessage("ks.test", b"still chacha")]
+
+
+@needs_aes
+def test_switching_to_a_cipher_nobody_offered_is_a_protocol_error() -> None:
+    a, b = initiator(aesgcm=False), responder()
+    handshake(a, b)
+    events(a), events(b)
+    b._send_core(SwitchCipher(cipher=AESGCM_CIPHER))  # b breaks the rule
+    with pytest.raises(ChannelError, match="did not offer"):
+        transfer(b, a)
+    c, d = initiator(), responder()
+    handshake(c, d)
+    d._send_core(SwitchCipher(cipher="rot13"))
+    with pytest.raises(ChannelError, match="rot13"):
+        transfer(d, c)
