@@ -106,6 +106,8 @@ WRITE_BATCH_BYTES: Final = 8 * 1024 * 1024
 MAX_PEERS_PER_DOWNLOAD: Final = 40
 """Discovery dials until this many connections are in a download's swarm."""
 MAX_PEX_KEPT: Final = 500
+INDEX_BATCH_SECONDS: Final = 0.25
+"""How long index increments (Holding, Wants) wait for company before they go."""
 READ_AHEAD_BYTES: Final = 8 * 1024 * 1024
 READ_AHEAD_REQUESTS: Final = 64
 """Queued requests the uploader looks through for pieces to read along with the one due."""
@@ -315,10 +317,19 @@ class SwarmEngine:
             await self._send(session, message)
 
     async def _sync_index(self, session: Session) -> None:
-        """After our held set changed: answer the peer's wants it now covers, then send the
-        increments."""
+        """After our held set changed: answer the peer's wants it now covers at once, and
+        send the increments within INDEX_BATCH_SECONDS, so containers completing one after
+        the other share a Holding and a Wants message instead of one each."""
         await self._index_events(session)
-        await self._flush_index(session)
+        if not session.index_flush_due and self._nursery is not None:
+            session.index_flush_due = True
+            self._nursery.start_soon(self._flush_index_later, session)
+
+    async def _flush_index_later(self, session: Session) -> None:
+        await trio.sleep(INDEX_BATCH_SECONDS)
+        session.index_flush_due = False
+        if self.sessions.get(session.node_id) is session:
+            await self._flush_index(session)
 
     async def _now_serving(self, download: Download) -> None:
         """A download's first piece is held: peers that want the container can fetch from us
@@ -601,10 +612,12 @@ class SwarmEngine:
         files = self.files
         unit = min((files[r].unit_blocks for r in session.useful if r in files), default=1)
         in_flight = session.blocks_in_flight
-        room = max(self._depth(session), 2 * unit) - in_flight
+        depth = max(self._depth(session), 2 * unit)
+        room = depth - in_flight
         # Top up in batches once the pipe is primed: one pick and a run of Requests the
-        # writer sends together, rather than a pick and a send per arriving block.
-        if room <= 0 or (in_flight and room < min(REFILL_BATCH, in_flight)):
+        # writer sends together, rather than a pick and a send per arriving block; but
+        # never let a shallow pipe drain by more than a quarter.
+        if room <= 0 or (in_flight and room < min(REFILL_BATCH, max(unit, depth // 4))):
             return
         now = self.network.now()
         for request in self.picker.pick(session.node_id, room // unit, now, self.network.random):

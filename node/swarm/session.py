@@ -75,6 +75,8 @@ class Session:
     pex_told: dict[bytes, set[bytes]] = attrs.Factory(dict)
     """Per container, the swarm members (node ids) our Pex messages listed to this peer."""
     last_pex: float | None = None
+    index_flush_due: bool = False
+    """Our index increments to this peer are waiting to go (`SwarmEngine._sync_index`)."""
 
     def __attrs_post_init__(self) -> None:
         start = self.connected_at
