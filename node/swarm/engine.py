@@ -93,6 +93,8 @@ PEX_TICK_SECONDS: Final = 1.0
 DIAL_RETRY_SECONDS: Final = 60.0
 """A candidate that could not be dialled is not tried again for this long."""
 DISCOVERY_PERIOD_SECONDS: Final = 30.0
+METADATA_RETRY_SECONDS: Final = 60.0
+"""A peer that could not give us a container's metadata is not asked again for this long."""
 BAN_SECONDS: Final = 3600.0
 MIN_DEPTH: Final = 8
 """Blocks in flight to a peer at least (and two request units). More parks the last pieces
@@ -139,6 +141,13 @@ class Download:
     pex: dict[bytes, PeerAddress] = attrs.Factory(dict)
     """Candidates learned by peer exchange (verified by handshake when dialled)."""
     metadata_from: bytes | None = None
+    """The peer we are fetching the manifest or piece layers from."""
+    metadata_heard_at: float = 0.0
+    """When that peer was asked, or last answered: silent for REQUEST_TIMEOUT_SECONDS, it
+    is given up on and another holder is asked."""
+    metadata_failed: dict[bytes, float] = attrs.Factory(dict)
+    """Peers that could not give us the metadata (refused, lied, timed out) → when they
+    may be asked again (discovery retries every round)."""
     rediscover: trio.Event = attrs.Factory(trio.Event)
     """Set to look for peers now rather than at the next discovery round."""
 
@@ -296,8 +305,6 @@ class SwarmEngine:
             )
             if download.state != "complete" and lost_a_source:
                 download.rediscover.set()
-            if download.metadata_from == peer.node_id:
-                download.metadata_from = None
         session.in_flight.clear()
         session.blocks_in_flight = 0
         session.upload_wakeup.set()
@@ -305,6 +312,10 @@ class SwarmEngine:
         for other in list(self.sessions.values()):
             if other.am_interested and not other.peer_choking and self._nursery is not None:
                 self._nursery.start_soon(self._fill_requests, other)
+        for download in list(self.downloads.values()):
+            if download.metadata_from == peer.node_id:  # another holder is asked
+                download.metadata_from = None
+                await self._fetch_metadata(download)
 
     async def _send(self, session: Session, message: Any) -> None:
         if log.isEnabledFor(logging.DEBUG):
@@ -507,10 +518,7 @@ class SwarmEngine:
         if download is None:
             return
         session.holdings[event.container_id] = event.have
-        if download.state == "metadata" and download.metadata_from is None:
-            download.metadata_from = session.node_id
-            session.manifests[download.container_id] = 0
-            await self._send(session, GetManifest(download.container_id, 0))
+        await self._fetch_metadata(download)
         await self._apply_holdings(session, download)
 
     async def _apply_holdings(self, session: Session, download: Download) -> None:
@@ -683,8 +691,24 @@ class SwarmEngine:
             if outcome.piece_complete:
                 whole = file.complete_piece(piece)
                 if whole is not None:
-                    await self._writes_send.send((file, piece, whole))
+                    await self._queue_write(file, piece, whole)
         await self._fill_requests(session)
+
+    async def _queue_write(
+        self, file: FileDownload, piece: int, data: bytes | bytearray | memoryview
+    ) -> None:
+        """Hand a verified piece to the writer. This runs in the reader of the connection
+        that brought the piece's last block, which is cancelled when that connection
+        closes; a piece that cannot be queued then goes back to the picker, to be fetched
+        again, rather than stay received and never written (a download that never ends)."""
+        try:
+            self._writes_send.send_nowait((file, piece, data))
+        except trio.WouldBlock:
+            try:
+                await self._writes_send.send((file, piece, data))
+            except BaseException:
+                self.picker.piece_failed(file.root, piece)  # nobody to blame: not a strike
+                raise
 
     async def _strike(self, session: Session, reason: str) -> None:
         session.strikes += 1
@@ -817,13 +841,54 @@ class SwarmEngine:
             session, ManifestChunk(message.container_id, message.offset, len(data), chunk)
         )
 
+    async def _fetch_metadata(self, download: Download) -> None:
+        """Ask one peer that holds the container for the metadata still missing: the
+        manifest (from its start), or the piece layers not yet complete (from where they
+        stopped). Called when a peer says it holds the container, when the peer we asked
+        leaves, cannot help or stays silent, and each discovery round; a peer that failed
+        is not asked again for METADATA_RETRY_SECONDS."""
+        if download.state not in ("metadata", "layers") or download.metadata_from is not None:
+            return
+        now = self.network.now()
+        source = next(
+            (
+                session
+                for session in self.sessions.values()
+                if download.container_id in session.holdings
+                and download.metadata_failed.get(session.node_id, -math.inf) <= now
+            ),
+            None,
+        )
+        if source is None:
+            return  # the next peer that says it holds the container is asked
+        download.metadata_from = source.node_id
+        download.metadata_heard_at = now
+        if download.state == "metadata":
+            # From the start: a manifest of one peer's chunks is blamed on that peer alone.
+            download.manifest_bytes = bytearray()
+            await self._send(source, GetManifest(download.container_id, 0))
+        else:
+            await self._fetch_layers(source, download)
+
+    async def _metadata_failed(self, download: Download, session: Session) -> None:
+        """`session` cannot give us the metadata: ask another holder."""
+        download.metadata_failed[session.node_id] = self.network.now() + METADATA_RETRY_SECONDS
+        if download.metadata_from == session.node_id:
+            download.metadata_from = None
+            await self._fetch_metadata(download)
+
     async def _on_manifest(self, session: Session, message: ManifestChunk) -> None:
         download = self.downloads.get(message.container_id)
         if download is None or download.state != "metadata":
             return
-        if message.total_length == 0 or message.offset != len(download.manifest_bytes):
-            download.metadata_from = None  # this peer cannot help: another will be asked
+        if download.metadata_from != session.node_id:
+            return  # a late answer from a peer we gave up on
+        if message.total_length == 0:
+            await self._metadata_failed(download, session)  # it does not hold it (any more)
             return
+        if message.offset != len(download.manifest_bytes):
+            return  # not what we asked for
+        download.metadata_heard_at = self.network.now()
         download.manifest_bytes += message.data
         download.manifest_total = message.total_length
         if len(download.manifest_bytes) < message.total_length:
@@ -835,30 +900,30 @@ class SwarmEngine:
         download.manifest_bytes = bytearray()
         if not check_manifest(download.container_id, data):
             await self._strike(session, "sent a manifest that does not match the id")
-            download.metadata_from = None
+            await self._metadata_failed(download, session)
             return
         try:
             download.manifest = decode_manifest(data)
         except DecodeError as exc:
             await self._strike(session, f"sent a bad manifest: {exc}")
-            download.metadata_from = None
+            await self._metadata_failed(download, session)
             return
         download.state = "layers"
         await self._fetch_layers(session, download)
 
     async def _fetch_layers(self, session: Session, download: Download) -> None:
+        """Ask `session` for every piece layer not yet complete, from where it stopped."""
         manifest = download.manifest
         assert manifest is not None
         for entry in manifest.files:
-            if (
-                entry.root is not None
-                and entry.length > manifest.piece_length
-                and (entry.root not in download.layers)
-            ):
-                download.layers[entry.root] = []
-                await self._send(session, GetLayer(entry.root, manifest.piece_length, 0))
+            if entry.root is not None and entry.length > manifest.piece_length:
+                so_far = download.layers.setdefault(entry.root, [])
+                if not self._layer_done(download, entry.root):
+                    await self._send(
+                        session, GetLayer(entry.root, manifest.piece_length, len(so_far))
+                    )
         if all(self._layer_done(download, root) for root in download.layers):
-            await self._begin_transfer(download, added=False)
+            self._transfer_soon(download)
 
     def _layer_done(self, download: Download, root: bytes) -> bool:
         manifest = download.manifest
@@ -881,8 +946,12 @@ class SwarmEngine:
             so_far = download.layers.get(message.root)
             if so_far is None or download.state != "layers" or download.manifest is None:
                 continue
-            if message.offset != len(so_far) or not message.hashes:
+            if download.metadata_from != session.node_id or message.offset != len(so_far):
+                continue  # a late answer from a peer we gave up on, or not what we asked
+            if not message.hashes:
+                await self._metadata_failed(download, session)  # it does not have the layer
                 continue
+            download.metadata_heard_at = self.network.now()
             so_far.extend(message.hashes)
             entry = next(e for e in download.manifest.files if e.root == message.root)
             pieces = -(-entry.length // download.manifest.piece_length)
@@ -896,9 +965,19 @@ class SwarmEngine:
             except DecodeError:
                 await self._strike(session, "sent a piece layer that does not match the root")
                 download.layers[message.root] = []
+                await self._metadata_failed(download, session)
                 continue
             if all(self._layer_done(download, root) for root in download.layers):
-                await self._begin_transfer(download, added=False)
+                self._transfer_soon(download)
+
+    def _transfer_soon(self, download: Download) -> None:
+        """The metadata is complete: record the container and start the transfer, in the
+        engine's nursery. Not in the reader of the connection that brought the last layer,
+        which is cancelled when that connection closes, half way through the store's work."""
+        download.state = "adding"
+        download.metadata_from = None
+        if self._nursery is not None:
+            self._nursery.start_soon(functools.partial(self._begin_transfer, download, added=False))
 
     async def _begin_transfer(self, download: Download, *, added: bool) -> None:
         manifest = download.manifest
@@ -1111,6 +1190,12 @@ class SwarmEngine:
         while True:
             await trio.sleep(TIMEOUT_CHECK_SECONDS)
             now = self.network.now()
+            for download in list(self.downloads.values()):
+                silent = self.sessions.get(download.metadata_from or b"")
+                if silent is not None and (
+                    download.metadata_heard_at + REQUEST_TIMEOUT_SECONDS <= now
+                ):
+                    await self._metadata_failed(download, silent)
             for session in list(self.sessions.values()):
                 late = [
                     key
@@ -1220,6 +1305,7 @@ class SwarmEngine:
     async def _discover(self, download: Download) -> None:
         """Find and dial peers for a download: given addresses, DHT providers, PEX."""
         while download.state not in ("complete", "failed"):
+            await self._fetch_metadata(download)  # if nobody is asked: a holder's turn came
             candidates: list[tuple[StreamAddress, bytes | None]] = [
                 (address, None) for address in download.peers_hint
             ]

@@ -66,8 +66,6 @@ class Session:
     holdings: dict[bytes, HaveContainer] = attrs.Factory(dict)
     """What the peer confirmed holding of containers we want (replayed once the manifest,
     and so the file roots, are known)."""
-    manifests: dict[bytes, int] = attrs.Factory(dict)
-    """Manifests we are fetching from this peer → the offset asked for."""
     told_held: set[bytes] = attrs.Factory(set)
     """Containers whose held pieces we sent this peer unasked (it showed us part of one)."""
     reveals: dict[bytes, PeerReveal] = attrs.Factory(dict)

@@ -10,7 +10,7 @@ import trio.lowlevel
 from node.realnet import TrioNetwork
 from node.swarm.engine import SwarmEngine
 from node.swarm.session import Session
-from wire.swarm import Request
+from wire.swarm import GetLayer, Request
 
 from .swarm_helpers import add_folder, make_folder, swarm_node, tcp_address
 
@@ -109,6 +109,44 @@ async def test_a_peer_vanishing_mid_transfer_loses_nothing(tmp_path: Path) -> No
         assert record is not None
         assert (record.location / "big.bin").read_bytes() == contents["big.bin"]
         assert engine.blocks_rejected == 0
+
+
+class VanishingOnLayers(SwarmEngine):
+    """A peer that hangs up when asked for a piece layer (gone in the middle of metadata)."""
+
+    async def _serve_layer(self, session: Session, message: GetLayer) -> None:
+        await session.peer.aclose("gone")
+
+
+async def test_metadata_comes_from_another_peer_when_the_first_leaves(tmp_path: Path) -> None:
+    source = tmp_path / "data"
+    contents = make_folder(source, {"big.bin": 2_000_000})
+    async with (
+        TrioNetwork(seed=5) as network,
+        trio.open_nursery() as nursery,
+        swarm_node("first", tmp_path, network, nursery, engine_class=VanishingOnLayers) as (
+            first,
+            first_engine,
+            first_store,
+        ),
+        swarm_node("second", tmp_path, network, nursery) as (second, second_engine, second_store),
+        swarm_node("leech", tmp_path, network, nursery) as (leech, engine, store),
+    ):
+        container_id = await add_folder(first_store, source)
+        await first_engine.share(container_id)
+        download = await engine.get(container_id, peers=[tcp_address(first)])
+        with trio.fail_after(30):  # the manifest came, the layer did not, the peer is gone
+            while download.state != "layers" or first.node_id in leech.peers:
+                await trio.lowlevel.checkpoint()
+        await add_folder(second_store, source)
+        await second_engine.share(container_id)
+        with trio.fail_after(30):
+            await engine.get(container_id, peers=[tcp_address(second)])
+            await download.done.wait()
+        assert download.state == "complete", download.error
+        record = store.get(container_id)
+        assert record is not None
+        assert (record.location / "big.bin").read_bytes() == contents["big.bin"]
 
 
 async def test_three_nodes_share_overlapping_containers_one_connection_each(tmp_path: Path) -> None:
