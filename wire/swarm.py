@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import itertools
 import struct
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
@@ -76,6 +77,8 @@ MAX_HELD_COUNT: Final = (1 << 32) - 1
 MAX_HAVE_FILES: Final = 4096
 """File roots listed in one HaveContainer (have_all + have_none + partial). A container with
 more exceptions to `held_default` follows up with per-root messages."""
+MAX_HAVE_PIECES: Final = 4096
+"""Pieces named in one Have (at most ~20 KB); a longer list goes in several messages."""
 MAX_BITFIELD_BYTES: Final = 1024 * 1024
 """8,388,608 pieces: a file up to 128 GiB at 16 KiB pieces. Larger files are described at a
 coarser piece length, which a Bitfield may choose freely."""
@@ -331,12 +334,22 @@ class Bitfield(SwarmRecord):
 
 @attrs.frozen
 class Have(SwarmRecord):
-    """We now hold piece `piece` (of `piece_length`) of this file. The piece length travels
-    with it so the message means the same thing whatever was said about the root before."""
+    """We now hold these pieces (of `piece_length`) of this file, in ascending order. The
+    piece length travels with them so the message means the same thing whatever was said
+    about the root before. One message carries the pieces completed within a short while
+    (BitTorrent's Have names one): most of a swarm's messages are Haves."""
 
     root: bytes = attrs.field(metadata=spec(_ROOT))
     piece_length: int = attrs.field(metadata=spec(PieceLength()))
-    piece: int = attrs.field(metadata=spec(UInt(maximum=MAX_PIECE_INDEX)))
+    pieces: tuple[int, ...] = attrs.field(
+        metadata=spec(ListOf(UInt(maximum=MAX_PIECE_INDEX), MAX_HAVE_PIECES))
+    )
+
+    def validate(self) -> None:
+        if not self.pieces:
+            raise DecodeError("Have: no pieces")
+        if any(a >= b for a, b in itertools.pairwise(self.pieces)):
+            raise DecodeError("Have: pieces not in strictly ascending order")
 
 
 @attrs.frozen

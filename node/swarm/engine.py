@@ -51,6 +51,7 @@ from wire.swarm import (
     EXTENSION_VERSION,
     MANIFEST_CHUNK,
     MAX_HAVE_FILES,
+    MAX_HAVE_PIECES,
     MAX_LAYER_HASHES,
     MAX_PEX_PEERS,
     Bitfield,
@@ -108,6 +109,8 @@ WRITE_BATCH_BYTES: Final = 8 * 1024 * 1024
 MAX_PEERS_PER_DOWNLOAD: Final = 40
 """Discovery dials until this many connections are in a download's swarm."""
 MAX_PEX_KEPT: Final = 500
+HAVE_BATCH_SECONDS: Final = 0.1
+"""How long a Have waits for the pieces verified after it, to go in one message."""
 INDEX_BATCH_SECONDS: Final = 0.25
 """How long index increments (Holding, Wants) wait for company before they go."""
 READ_AHEAD_BYTES: Final = 8 * 1024 * 1024
@@ -193,6 +196,7 @@ class SwarmEngine:
         self._writes_send, self._writes_receive = trio.open_memory_channel[PieceWrite](64)
         self._nursery: trio.Nursery | None = None
         self._choke_wakeup = trio.Event()
+        self._haves_due = trio.Event()
         self._listeners: list[Callable[[Download], None]] = []
         node.register_extension(EXTENSION_NAME, EXTENSION_VERSION, self._on_message)
         node.on_peer_connected(self._on_connected)
@@ -213,6 +217,7 @@ class SwarmEngine:
                 nursery.start_soon(self._writer)
                 nursery.start_soon(self._choke_loop)
                 nursery.start_soon(self._timeout_loop)
+                nursery.start_soon(self._have_loop)
                 nursery.start_soon(self._pex_loop)
                 for record in records:
                     if record.state != "complete":
@@ -386,7 +391,8 @@ class SwarmEngine:
                     if isinstance(message, Bitfield):
                         reveal.peer_bitfield(message.bits)
                     else:
-                        reveal.peer_has(message.piece)
+                        for piece in message.pieces:
+                            reveal.peer_has(piece)
                     await self._reveal_more(session, message.root)
         elif isinstance(message, Choke):
             session.peer_choking = True
@@ -501,10 +507,18 @@ class SwarmEngine:
         if reveal.done:
             self._stop_revealing(session, root)
             return
-        file = reveal.file
         now = self.network.now()
-        for piece in reveal.top_up(now, session.recent_up.rate(now)):
-            await self._send(session, Have(root, file.piece_length, piece))
+        await self._send_haves(
+            session, root, reveal.file.piece_length, reveal.top_up(now, session.recent_up.rate(now))
+        )
+
+    async def _send_haves(
+        self, session: Session, root: bytes, piece_length: int, pieces: list[int]
+    ) -> None:
+        pieces = sorted(pieces)
+        for start in range(0, len(pieces), MAX_HAVE_PIECES):
+            chunk = tuple(pieces[start : start + MAX_HAVE_PIECES])
+            await self._send(session, Have(root, piece_length, chunk))
 
     def _stop_revealing(self, session: Session, root: bytes) -> None:
         reveal = session.reveals.pop(root, None)
@@ -571,6 +585,7 @@ class SwarmEngine:
             return
         if message.piece_length != file.piece_length:
             return  # counted in another piece length: ask again later (rare)
+        lacking = session.useful.get(root, 0)
         try:
             if isinstance(message, Bitfield):
                 self.picker.peer_bitfield(session.node_id, root, message.bits)
@@ -581,14 +596,12 @@ class SwarmEngine:
                     if bits[p // 8] & (0x80 >> (p % 8)) and not has_piece(root, p)
                 )
             else:
-                if self.picker.peer_has_piece(session.node_id, root, message.piece):
-                    return
-                self.picker.peer_has(session.node_id, root, message.piece)
-                if self.picker.has_piece(root, message.piece):
-                    return
-                lacking = session.useful.get(root, 0) + 1
+                for piece in message.pieces:
+                    if not self.picker.peer_has_piece(session.node_id, root, piece):
+                        self.picker.peer_has(session.node_id, root, piece)
+                        lacking += not self.picker.has_piece(root, piece)
         except (PickerError, IndexError):
-            return
+            pass  # a piece beyond the file, or a bitfield of the wrong size: the rest is ignored
         if lacking > 0:
             session.useful[root] = lacking
         else:
@@ -776,14 +789,15 @@ class SwarmEngine:
             download.held_bytes += size
             self._notify(download)
             await self._now_serving(download)
-        have = Have(file.root, file.piece_length, piece)
-        for session in list(self.sessions.values()):
+        key = (file.root, file.piece_length)
+        for session in self.sessions.values():
             # A peer that has the piece would never ask us for it: it needs no Have (most of
             # a flash crowd's Haves, late in the download).
             if file.root in session.roots_seen and not self.picker.peer_has_piece(
                 session.node_id, file.root, piece
             ):
-                await self._send(session, have)
+                session.pending_haves.setdefault(key, []).append(piece)
+                self._haves_due.set()
         for session in drained:
             if session.node_id in self.sessions:
                 await self._update_interest(session)
@@ -1185,6 +1199,22 @@ class SwarmEngine:
             with trio.move_on_at(max(decision.next_update, now + 0.5)):
                 await self._choke_wakeup.wait()
             self._choke_wakeup = trio.Event()
+
+    async def _have_loop(self) -> None:
+        """Send the Haves of pieces verified in the last HAVE_BATCH_SECONDS, one message per
+        file and peer: a flash crowd's Haves were most of its messages, one per piece."""
+        while True:
+            await self._haves_due.wait()
+            await trio.sleep(HAVE_BATCH_SECONDS)
+            self._haves_due = trio.Event()
+            for session in list(self.sessions.values()):
+                pending, session.pending_haves = session.pending_haves, {}
+                for (root, piece_length), pieces in pending.items():
+                    if root in self.files:  # what the peer got meanwhile needs no Have
+                        has = self.picker.peer_has_piece
+                        pieces = [p for p in pieces if not has(session.node_id, root, p)]
+                    if pieces:
+                        await self._send_haves(session, root, piece_length, pieces)
 
     async def _timeout_loop(self) -> None:
         while True:

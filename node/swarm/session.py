@@ -50,6 +50,9 @@ class Session:
     unchoke goes to someone it can help."""
     roots_seen: set[bytes] = attrs.Factory(set)
     """Roots this peer told us anything about (they get our Have messages)."""
+    pending_haves: dict[tuple[bytes, int], list[int]] = attrs.Factory(dict)
+    """(root, piece length) → pieces verified that this peer has not been told of yet
+    (`SwarmEngine._have_loop` sends them together)."""
     uploads: deque[Request] = attrs.Factory(deque)
     upload_wakeup: trio.Event = attrs.Factory(trio.Event)
     downloaded: RateMeter = attrs.field(init=False)

@@ -19,6 +19,7 @@ from wire.swarm import (
     MANIFEST_CHUNK,
     MAX_BLOCK_DATA,
     MAX_HAVE_FILES,
+    MAX_HAVE_PIECES,
     MAX_IDS_PER_MESSAGE,
     MAX_LAYER_HASHES,
     MAX_PAYLOAD,
@@ -152,7 +153,12 @@ STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
     HaveAll: records(HaveAll),
     HaveNone: records(HaveNone),
     Bitfield: bitfields,
-    Have: st.builds(Have, root=ids, piece_length=piece_lengths, piece=u32),
+    Have: st.builds(
+        Have,
+        root=ids,
+        piece_length=piece_lengths,
+        pieces=st.lists(u32, min_size=1, max_size=50, unique=True).map(lambda p: tuple(sorted(p))),
+    ),
     Choke: st.just(Choke()),
     Unchoke: st.just(Unchoke()),
     Interested: st.just(Interested()),
@@ -252,10 +258,10 @@ def test_decoded_block_data_is_a_view_of_the_payload() -> None:
 def test_msgpack_body_layout_byte_for_byte() -> None:
     # The example in docs/protocol.md 5.2: keys sorted, shortest integers, bin for bytes.
     root = bytes(32)
-    assert encode(Have(root, 16384, 5)) == (
+    assert encode(Have(root, 16384, (5, 300))) == (
         b"\x13\x83"
-        + b"\xa5piece\x05"
         + b"\xacpiece_length\xcd\x40\x00"
+        + b"\xa6pieces\x92\x05\xcd\x01\x2c"
         + b"\xa4root\xc4\x20"
         + root
     )
@@ -314,10 +320,18 @@ BAD_PAYLOADS = {
     ),
     "duplicate want": _raw(Wants, {"added": [R, R], "removed": []}),
     "wanted and unwanted": _raw(Holding, {"added": [R], "removed": [R]}),
-    "piece length not a power of two": _raw(Have, {"root": R, "piece_length": 3 << 14, "piece": 0}),
-    "piece length too small": _raw(Have, {"root": R, "piece_length": 8192, "piece": 0}),
-    "piece length too large": _raw(Have, {"root": R, "piece_length": 1 << 27, "piece": 0}),
-    "piece index of 33 bits": _raw(Have, {"root": R, "piece_length": 1 << 14, "piece": 2**32}),
+    "piece length not a power of two": _raw(
+        Have, {"root": R, "piece_length": 3 << 14, "pieces": [0]}
+    ),
+    "piece length too small": _raw(Have, {"root": R, "piece_length": 8192, "pieces": [0]}),
+    "piece length too large": _raw(Have, {"root": R, "piece_length": 1 << 27, "pieces": [0]}),
+    "piece index of 33 bits": _raw(Have, {"root": R, "piece_length": 1 << 14, "pieces": [2**32]}),
+    "no pieces": _raw(Have, {"root": R, "piece_length": 1 << 14, "pieces": []}),
+    "pieces out of order": _raw(Have, {"root": R, "piece_length": 1 << 14, "pieces": [2, 1]}),
+    "a piece twice": _raw(Have, {"root": R, "piece_length": 1 << 14, "pieces": [1, 1]}),
+    "too many pieces": _raw(
+        Have, {"root": R, "piece_length": 1 << 14, "pieces": list(range(MAX_HAVE_PIECES + 1))}
+    ),
     "empty bitfield": _raw(Bitfield, {"root": R, "piece_length": 1 << 14, "bits": b""}),
     "oversize bitfield": _raw(
         Bitfield, {"root": R, "piece_length": 1 << 14, "bits": bytes(1024 * 1024 + 1)}
@@ -486,7 +500,9 @@ def test_unknown_types_are_reported_for_skipping(kind: int) -> None:
         Request(R, 4, 1, 4),
         Block(R[:5], 0, (), b"x"),
         Wants((R, R), ()),
-        Have(R, 1000, 0),
+        Have(R, 1000, (0,)),
+        Have(R, 1 << 14, ()),
+        Have(R, 1 << 14, (3, 3)),
         Manifest(R, 0, 5, b"1234"),
         Pex(R, (PeerAddress(R, "2001:DB8::1", 1),), ()),
         Pex(R, (PeerAddress(R, "example.org", 1),), ()),
