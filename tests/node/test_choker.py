@@ -169,7 +169,14 @@ def test_decisions_are_deterministic_for_a_seed() -> None:
 
 @pytest.mark.parametrize(
     ("capacity", "slots"),
-    [(None, 4), (100 * 1024, 4), (2 * 1024 * 1024, 8), (10 * 1024 * 1024, 40), (1e9, 50)],
+    [
+        (None, 4),
+        (10 * 1024, 1),
+        (125_000, 1),
+        (500_000, 7),
+        (2 * 1024 * 1024, 32),
+        (1e9, 50),
+    ],
 )
 def test_slots_scale_with_upload_capacity(capacity: float | None, slots: int) -> None:
     choker = Choker(upload_capacity=capacity)
