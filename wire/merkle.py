@@ -221,23 +221,6 @@ def verify_block(
     return node_from_proof(_sha256(block).digest(), block_index, proof) == trusted
 
 
-def subtree_proof(leaves: Sequence[bytes], index: int, height: int) -> list[bytes]:
-    """Sibling hashes for leaf `index` of a subtree of 2**height leaves whose first
-    `len(leaves)` leaves are given (the rest are zero leaves): a block's proof up to its piece,
-    computed from that piece's leaf hashes alone, which is all a server needs to keep."""
-    if len(leaves) > 1 << height or not 0 <= index < len(leaves):
-        raise ValueError("leaf index or count does not fit the subtree")
-    layer = list(leaves)
-    siblings = []
-    position = index
-    for level in range(height):
-        sibling = position ^ 1
-        siblings.append(layer[sibling] if sibling < len(layer) else pad_hash(level))
-        layer = parent_layer(layer, level)
-        position >>= 1
-    return siblings
-
-
 def span_height(block_count: int) -> int:
     """Height of the smallest aligned subtree holding a run of `block_count` blocks: a run
     of blocks travels as that subtree's leaves (a power of two of them, or fewer at the
