@@ -149,6 +149,43 @@ async def test_metadata_comes_from_another_peer_when_the_first_leaves(tmp_path: 
         assert (record.location / "big.bin").read_bytes() == contents["big.bin"]
 
 
+class NeverRequesting(SwarmEngine):
+    """A leecher that fetches metadata but never asks for a block."""
+
+    async def _fill_requests(self, session: Session) -> None:
+        return
+
+
+async def test_a_leecher_serves_the_metadata_before_it_holds_a_piece(tmp_path: Path) -> None:
+    source = tmp_path / "data"
+    make_folder(source, {"big.bin": 1_000_000, "small.txt": 10})
+    async with (
+        TrioNetwork(seed=6) as network,
+        trio.open_nursery() as nursery,
+        swarm_node("seed", tmp_path, network, nursery) as (seed, seeder, seed_store),
+        swarm_node("middle", tmp_path, network, nursery, engine_class=NeverRequesting) as (
+            middle,
+            middle_engine,
+            _,
+        ),
+        swarm_node("late", tmp_path, network, nursery) as (_, late_engine, _),
+    ):
+        container_id = await add_folder(seed_store, source)
+        await seeder.share(container_id)
+        with trio.fail_after(30):
+            first = await middle_engine.get(container_id, peers=[tcp_address(seed)])
+            while first.state != "transfer":
+                await trio.lowlevel.checkpoint()
+            # The middle node has the manifest and layers, no piece, and is all the late
+            # node knows: the metadata must come from it.
+            second = await late_engine.get(container_id, peers=[tcp_address(middle)])
+            while second.state != "transfer":
+                await trio.lowlevel.checkpoint()
+        assert first.held_bytes == 0
+        assert second.manifest == first.manifest and second.total_bytes == 1_000_010
+        assert set(late_engine.sessions) == {middle.node_id}
+
+
 async def test_three_nodes_share_overlapping_containers_one_connection_each(tmp_path: Path) -> None:
     sets = {name: tmp_path / name for name in ("c1", "c2", "c3")}
     for index, folder in enumerate(sets.values()):
