@@ -36,11 +36,24 @@ async def swarm_node(
         config=NodeConfig(listen=(StreamAddress("tcp", "127.0.0.1", 0),)),
     )
     engine = engine_class(node, store, download_dir=base / name / "downloads")
-    await nursery.start(node.run)
+    stopped = trio.Event()
+
+    async def run_node(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            await node.run(task_status=task_status)
+        finally:
+            stopped.set()
+
+    await nursery.start(run_node)
     try:
         yield node, engine, store
     finally:
         node.stop()
+        # The store closes after the node has stopped, as `kinswarm run` does: a service
+        # may be inside a store call (in a worker thread) when it is cancelled.
+        with trio.CancelScope(shield=True) as scope:
+            scope.relative_deadline = 30
+            await stopped.wait()
         store.close()
 
 
