@@ -131,6 +131,26 @@ def add_node_options(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="where downloads go (default: $KINSWARM_DOWNLOAD_DIR or your Downloads folder)",
     )
+    parser.add_argument(
+        "--upload-limit",
+        metavar="RATE",
+        type=_rate,
+        help="upload at most this many bytes per second (suffixes K, M, G: 1000s), e.g. 95%% "
+        "of your line: a full uplink delays your own requests and stalls your downloads",
+    )
+
+
+def _rate(text: str) -> float:
+    """'500K', '2.5M', '1G' or plain bytes per second, decimal units, > 0."""
+    scale = {"K": 1e3, "M": 1e6, "G": 1e9}.get(text[-1:].upper(), 1.0)
+    number = text[:-1] if scale != 1.0 else text
+    try:
+        value = float(number) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a rate: {text!r} (e.g. 500K, 2M)") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"a rate must be positive: {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -232,7 +252,12 @@ async def serve(args: argparse.Namespace, job: Job | None = None) -> int:
     with store, trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with TrioNetwork() as network, trio.open_nursery() as nursery:
             node = Node(network=network, identity=identity, config=config)
-            engine = SwarmEngine(node, store, download_dir=resolve_download_dir(args.download_dir))
+            engine = SwarmEngine(
+                node,
+                store,
+                download_dir=resolve_download_dir(args.download_dir),
+                upload_limit=args.upload_limit,
+            )
             if node.control is not None:
                 register_swarm_commands(node.control, engine, store)
             bound = await nursery.start(node.run)

@@ -38,6 +38,7 @@ from node.node import Node
 from node.peer import PeerConnection, PeerGone
 from node.picker import BlockRequest, BlockStatus, PickerError, PiecePicker
 from node.store.records import WouldBlock
+from node.swarm.pacer import UploadPacer
 from node.swarm.reveal import MIN_WINDOW_PIECES, PeerReveal, RevealedFile
 from node.swarm.session import STRIKES_TO_BAN, Session
 from node.swarm.storeapi import SwarmStore
@@ -174,6 +175,7 @@ class SwarmEngine:
         *,
         download_dir: Path,
         upload_capacity: float | None = None,
+        upload_limit: float | None = None,
     ) -> None:
         self.node = node
         self.network = node.network
@@ -181,7 +183,9 @@ class SwarmEngine:
         self.download_dir = download_dir
         self.local = LocalIndex()
         self.picker = PiecePicker(seed=node.network.random.getrandbits(64))
-        self.choker = Choker(upload_capacity=upload_capacity, seeding=True)
+        self.choker = Choker(upload_capacity=upload_capacity or upload_limit, seeding=True)
+        self._pacer = UploadPacer(upload_limit) if upload_limit else None
+        """Block data goes out at most at `upload_limit` bytes/s (`node.swarm.pacer`)."""
         self.cache = PieceCache()
         self.sessions: dict[bytes, Session] = {}
         self.downloads: dict[bytes, Download] = {}
@@ -1082,6 +1086,10 @@ class SwarmEngine:
                     session, Reject(request.root, request.block_index, int(RejectReason.NOT_HELD))
                 )
                 continue
+            if self._pacer is not None:
+                wait = self._pacer.reserve(len(payload), self.network.now())
+                if wait > 0:
+                    await trio.sleep(wait)
             try:
                 await session.peer.send_extension(EXTENSION_NAME, payload)
             except PeerGone:

@@ -9,7 +9,9 @@ little as there; every download capacity is 4x the upload. Round trips are 20-15
 (uniform), without loss. Every node is a real `Node` with the real `SwarmEngine` over a
 `MemoryStore`. Each leecher starts the download with the seed's address and `HINTS` random
 other leechers' addresses as hints (as a federation roster would give it); PEX and incoming
-connections do the rest.
+connections do the rest. Every node paces its uploads at 95 % of its capacity (`kinswarm run
+--upload-limit`), as BitTorrent users are told to: with the uplink full, a node's own Requests
+wait behind seconds of its Block data and its last pieces stall (`node.swarm.pacer`).
 
 Reported: completion times (from the instant every leecher asked) at p50, p90 and p100; the
 Kumar-Ross fluid lower bound T_min = max(F/u_s, F/d_min, N*F/(u_s + sum u_i)) computed from
@@ -58,6 +60,8 @@ class FlashCrowd:
     verify: str = "compare"
     timeline_step: float = 0.5
     """Sample the swarm's upload every this many simulated seconds (0: never)."""
+    upload_limit_share: float | None = 0.95
+    """Each node's upload limit as a share of its capacity (None: no limit)."""
 
     def world(self, seed: int) -> WorldConfig:
         return WorldConfig(seed=seed, latency=self.latency)
@@ -154,7 +158,12 @@ async def run(simulation: Simulation, params: ScenarioParams, config: FlashCrowd
     file = content.generate("flash-crowd", F)
     manifest, layers = content.container("flash-crowd", [("data.bin", file)], piece_length)
 
-    swarm = SwarmNodes(content, max_peers=config.max_peers, verify=config.verify)
+    swarm = SwarmNodes(
+        content,
+        max_peers=config.max_peers,
+        verify=config.verify,
+        upload_limit_share=config.upload_limit_share,
+    )
     seed_host = simulation.add_host(
         upload_bytes_per_second=config.seed_upload,
         download_bytes_per_second=config.seed_upload * config.download_factor,
@@ -226,6 +235,7 @@ async def run(simulation: Simulation, params: ScenarioParams, config: FlashCrowd
         "leechers": leechers,
         "file_bytes": F,
         "piece_length": piece_length,
+        "upload_limit_share": config.upload_limit_share,
         "pieces": -(-F // piece_length),
         "completed": len(times),
         "failed": sum(d.state == "failed" for d in downloads.values()),

@@ -121,6 +121,15 @@ class SwarmNodes:
     ledger: Ledger = attrs.Factory(Ledger)
     max_peers: int = 500
     verify: str = "compare"
+    upload_limit_share: float | None = None
+    """Each node paces its Block data to this share of its upload capacity, as a user's
+    upload limit would (None: no limit)."""
+
+    def _limit(self, index: int) -> float | None:
+        capacity = self.upload.get(index)
+        if capacity is None or self.upload_limit_share is None:
+            return None
+        return capacity * self.upload_limit_share
 
     def store(self, index: int) -> MemoryStore:
         store = self.stores.get(index)
@@ -145,6 +154,7 @@ class SwarmNodes:
                 self.store(index),
                 download_dir=Path("/virtual") / f"host-{index:05d}" / "downloads",
                 upload_capacity=self.upload.get(index),
+                upload_limit=self._limit(index),
             )
             self.tap.wrap(index, engine)
             self.engines[index] = engine

@@ -28,6 +28,7 @@ async def swarm_node(
     nursery: trio.Nursery,
     *,
     engine_class: type[SwarmEngine] = SwarmEngine,
+    upload_limit: float | None = None,
 ) -> AsyncIterator[tuple[Node, SwarmEngine, Store]]:
     store = Store(base / name / "data")
     node = Node(
@@ -35,7 +36,9 @@ async def swarm_node(
         identity=LocalIdentity(hashlib.sha256(name.encode()).digest()),
         config=NodeConfig(listen=(StreamAddress("tcp", "127.0.0.1", 0),)),
     )
-    engine = engine_class(node, store, download_dir=base / name / "downloads")
+    engine = engine_class(
+        node, store, download_dir=base / name / "downloads", upload_limit=upload_limit
+    )
     stopped = trio.Event()
 
     async def run_node(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from node.cli import build_parser
+
 KINSWARM = [sys.executable, "-m", "node.cli"]
 
 
@@ -180,3 +182,17 @@ def test_bad_addresses_are_rejected_by_the_parser(tmp_path: Path, bad: str) -> N
     result = kinswarm("connect", "--data-dir", str(tmp_path), bad)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
+
+
+def test_upload_limit_takes_decimal_suffixes_and_refuses_nonsense() -> None:
+    parser = build_parser()
+    assert parser.parse_args(["run", "--upload-limit", "2.5M"]).upload_limit == 2_500_000
+    assert parser.parse_args(["run", "--upload-limit", "500k"]).upload_limit == 500_000
+    assert parser.parse_args(["get", "ab" * 32, "--upload-limit", "1000"]).upload_limit == 1000
+    for bad in ("0", "-5K", "fast", "inf", "M"):
+        try:
+            parser.parse_args(["run", "--upload-limit", bad])
+        except SystemExit as exc:
+            assert exc.code == 2
+        else:
+            raise AssertionError(f"--upload-limit {bad} was accepted")

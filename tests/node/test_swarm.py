@@ -186,6 +186,34 @@ async def test_a_leecher_serves_the_metadata_before_it_holds_a_piece(tmp_path: P
         assert set(late_engine.sessions) == {middle.node_id}
 
 
+async def test_an_upload_limit_holds_the_seed_to_its_rate(tmp_path: Path) -> None:
+    source = tmp_path / "data"
+    contents = make_folder(source, {"big.bin": 3_000_000})
+    async with (
+        TrioNetwork(seed=7) as network,
+        trio.open_nursery() as nursery,
+        swarm_node("seed", tmp_path, network, nursery, upload_limit=2_000_000) as (
+            seed,
+            seeder,
+            seed_store,
+        ),
+        swarm_node("leech", tmp_path, network, nursery) as (_, engine, store),
+    ):
+        container_id = await add_folder(seed_store, source)
+        await seeder.share(container_id)
+        with trio.fail_after(30):
+            download = await engine.get(container_id, peers=[tcp_address(seed)])
+            while download.state != "transfer":
+                await trio.lowlevel.checkpoint()
+            started = trio.current_time()
+            await download.done.wait()
+        # 3 MB at 2 MB/s after a 64 KiB burst: 1.47 s at least (a slow machine only adds).
+        assert trio.current_time() - started >= 1.4
+        record = store.get(container_id)
+        assert record is not None
+        assert (record.location / "big.bin").read_bytes() == contents["big.bin"]
+
+
 async def test_three_nodes_share_overlapping_containers_one_connection_each(tmp_path: Path) -> None:
     sets = {name: tmp_path / name for name in ("c1", "c2", "c3")}
     for index, folder in enumerate(sets.values()):
