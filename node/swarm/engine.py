@@ -728,7 +728,8 @@ class SwarmEngine:
             try:
                 await self._writes_send.send((file, piece, data))
             except BaseException:
-                self.picker.piece_failed(file.root, piece)  # nobody to blame: not a strike
+                with contextlib.suppress(PickerError):  # nobody to blame: not a strike
+                    self.picker.piece_failed(file.root, piece)
                 raise
 
     async def _strike(self, session: Session, reason: str) -> None:
