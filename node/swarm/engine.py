@@ -192,6 +192,9 @@ class SwarmEngine:
         self.choker = Choker(upload_capacity=upload_capacity or upload_limit, seeding=True)
         self._pacer = UploadPacer(upload_limit) if upload_limit else None
         """Block data goes out at most at `upload_limit` bytes/s (`node.swarm.pacer`)."""
+        self._pacer_turn = trio.Lock()
+        """Paced uploaders wait for the pacer one at a time, in the order they came (a
+        trio.Lock is FIFO), so a request cancelled while it waits frees its turn at once."""
         self.cache = PieceCache()
         self.sessions: dict[bytes, Session] = {}
         self.downloads: dict[bytes, Download] = {}
@@ -1075,28 +1078,35 @@ class SwarmEngine:
             )
 
     async def _uploader(self, session: Session) -> None:
-        """Serve one peer's requests in order, from the piece cache."""
+        """Serve one peer's requests in order, from the piece cache. The request being served
+        stays at the head of `session.uploads` until its Block goes, so a Cancel or a Choke
+        that arrives while it waits for the pacer still stops it: in a flash crowd's endgame
+        most cancelled duplicates were Blocks already waiting for their turn here."""
+        uploads = session.uploads
         while session.node_id in self.sessions:
-            if not session.uploads:
+            if not uploads:
                 session.upload_wakeup = trio.Event()
                 await session.upload_wakeup.wait()
                 continue
-            request = session.uploads.popleft()
+            request = uploads[0]
             if session.am_choking:
+                uploads.popleft()
                 await self._send(
                     session, Reject(request.root, request.block_index, int(RejectReason.CHOKED))
                 )
                 continue
             payload = await self._block_payload(request, session)
+            if not uploads or uploads[0] is not request:
+                continue  # cancelled, or the peer choked, while we read it
             if payload is None:
+                uploads.popleft()
                 await self._send(
                     session, Reject(request.root, request.block_index, int(RejectReason.NOT_HELD))
                 )
                 continue
-            if self._pacer is not None:
-                wait = self._pacer.reserve(len(payload), self.network.now())
-                if wait > 0:
-                    await trio.sleep(wait)
+            if self._pacer is not None and not await self._paced_turn(session, request, payload):
+                continue
+            uploads.popleft()
             try:
                 await session.peer.send_extension(EXTENSION_NAME, payload)
             except PeerGone:
@@ -1108,6 +1118,21 @@ class SwarmEngine:
             reveal = session.reveals.get(request.root)
             if reveal is not None and reveal.run_served(request.block_index, request.count):
                 await self._reveal_more(session, request.root)
+
+    async def _paced_turn(self, session: Session, request: Request, payload: bytes) -> bool:
+        """Wait until the pacer lets `payload` go and take its bytes; False (nothing taken)
+        if the request was cancelled or the peer choked while we waited. The send itself
+        happens outside the turn, so a peer slow to read never holds up the others."""
+        assert self._pacer is not None
+        async with self._pacer_turn:
+            wait = self._pacer.ready_in(self.network.now())
+            if wait > 0:
+                await trio.sleep(wait)
+            uploads = session.uploads
+            if not uploads or uploads[0] is not request or session.am_choking:
+                return False
+            self._pacer.take(len(payload), self.network.now())
+            return True
 
     async def _block_payload(self, request: Request, session: Session) -> bytes | None:
         """The Block message for a request (its run of blocks), or None if we cannot serve it.

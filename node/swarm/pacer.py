@@ -9,6 +9,11 @@ with an upload limit, and why `kinswarm run --upload-limit` exists.
 Sans-IO: the caller passes the time and sleeps for the answer. Reservations are never
 refused: a sender that asks for more than the bucket holds takes the bucket below zero and
 waits until it is paid back, so concurrent senders are paced in the order they asked.
+
+Two ways to use it. `reserve` takes the bytes now and says how long to wait before sending
+them. `ready_in` then `take` waits first and commits last: a sender that queues for its turn
+(the engine's uploaders, one at a time) can still drop what it meant to send, a request
+cancelled or a peer choked while it waited, without leaving a hole in the rate.
 """
 
 from __future__ import annotations
@@ -32,11 +37,23 @@ class UploadPacer:
         self._tokens = burst
         self._last: float | None = None
 
-    def reserve(self, size: int, now: float) -> float:
-        """Take `size` bytes' worth of the rate; returns how many seconds to wait before
-        sending them (0 when they may go now). Time running backwards counts as none."""
+    def ready_in(self, now: float) -> float:
+        """Seconds until the bucket is out of debt: the next sender may `take` then."""
+        self._refill(now)
+        return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+
+    def take(self, size: int, now: float) -> None:
+        """`size` bytes go now (the bucket may go into debt: the next sender waits)."""
+        self._refill(now)
+        self._tokens -= size
+
+    def _refill(self, now: float) -> None:
         if self._last is not None and now > self._last:
             self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
         self._last = now if self._last is None else max(self._last, now)
-        self._tokens -= size
-        return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+
+    def reserve(self, size: int, now: float) -> float:
+        """Take `size` bytes' worth of the rate; returns how many seconds to wait before
+        sending them (0 when they may go now). Time running backwards counts as none."""
+        self.take(size, now)
+        return self.ready_in(now)

@@ -19,6 +19,18 @@ def test_a_burst_goes_at_once_and_the_rest_waits_its_turn() -> None:
     assert pacer.reserve(0, now=0.5) == pytest.approx(0.5)
 
 
+def test_waiting_first_and_taking_last_holds_the_same_rate() -> None:
+    pacer = UploadPacer(rate=100_000, burst=64 * 1024)
+    assert pacer.ready_in(0.0) == 0.0
+    pacer.take(64 * 1024 + 50_000, 0.0)  # the burst and half a second's worth: in debt
+    assert pacer.ready_in(0.0) == pytest.approx(0.5)
+    assert pacer.ready_in(0.2) == pytest.approx(0.3)
+    # A sender that waited its turn and then dropped its data took nothing: no hole.
+    assert pacer.ready_in(0.5) == 0.0
+    pacer.take(10_000, 0.5)
+    assert pacer.ready_in(0.5) == pytest.approx(0.1)
+
+
 def test_an_idle_pacer_saves_up_no_more_than_its_burst() -> None:
     pacer = UploadPacer(rate=1000, burst=2000)
     pacer.reserve(2000, now=0.0)

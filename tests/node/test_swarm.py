@@ -10,7 +10,8 @@ import trio.lowlevel
 from node.realnet import TrioNetwork
 from node.swarm.engine import SwarmEngine
 from node.swarm.session import Session
-from wire.swarm import GetLayer, Request
+from wire.merkle import BLOCK_SIZE
+from wire.swarm import Cancel, GetLayer, Request
 
 from .swarm_helpers import add_folder, make_folder, swarm_node, tcp_address
 
@@ -212,6 +213,47 @@ async def test_an_upload_limit_holds_the_seed_to_its_rate(tmp_path: Path) -> Non
         record = store.get(container_id)
         assert record is not None
         assert (record.location / "big.bin").read_bytes() == contents["big.bin"]
+
+
+async def test_a_request_cancelled_while_it_waits_for_the_upload_limit_is_never_sent(
+    tmp_path: Path,
+) -> None:
+    """An endgame duplicate is cancelled when the other copy arrives. At a seed holding to
+    an upload limit, the Block asked for waits for its turn; the Cancel must stop it there,
+    or the data goes out anyway (most cancelled duplicates in the flash crowd did)."""
+    source = tmp_path / "data"
+    size = 400_000
+    make_folder(source, {"file.bin": size})
+    async with (
+        TrioNetwork(seed=9) as network,
+        trio.open_nursery() as nursery,
+        swarm_node("seed", tmp_path, network, nursery, upload_limit=100_000) as (
+            seed,
+            seeder,
+            seed_store,
+        ),
+        swarm_node("leech", tmp_path, network, nursery) as (leech, engine, _store),
+    ):
+        container_id = await add_folder(seed_store, source)
+        await seeder.share(container_id)
+        with trio.fail_after(30):
+            download = await engine.get(container_id, peers=[tcp_address(seed)])
+            # Past the pacer's 64 KiB burst, one 16 KiB Block goes every ~0.17 s: just
+            # after one arrives, nothing is on the wire and the next waits for its turn.
+            while True:
+                session = engine.sessions.get(seed.node_id)
+                if session is not None and session.bytes_down >= 5 * BLOCK_SIZE:
+                    break
+                await trio.sleep(0.002)
+            queued = [(r.root, r.block_index) for r in seeder.sessions[leech.node_id].uploads]
+            waiting = [key for key in session.in_flight if key not in queued] or queued[:1]
+            root, first = waiting[0]
+            file = engine.files[root]
+            # Cancel it and ask again at once: the answer must come once, for the new ask.
+            await engine._send(session, Cancel(root, first))
+            await engine._send(session, Request(root, first, file.height, file.unit_blocks))
+            await download.done.wait()
+        assert session.bytes_down == size  # nothing came twice
 
 
 async def test_three_nodes_share_overlapping_containers_one_connection_each(tmp_path: Path) -> None:
