@@ -40,6 +40,7 @@ from node.node import Node
 from node.peer import PeerConnection, PeerGone
 from node.picker import BlockRequest, BlockStatus, PickerError, PiecePicker
 from node.store.records import WouldBlock
+from node.swarm.metaqueue import MetadataQueue
 from node.swarm.pacer import UploadPacer
 from node.swarm.reveal import MIN_WINDOW_PIECES, PeerReveal, RevealedFile
 from node.swarm.session import STRIKES_TO_BAN, Session
@@ -99,6 +100,12 @@ DIAL_RETRY_SECONDS: Final = 60.0
 DISCOVERY_PERIOD_SECONDS: Final = 30.0
 METADATA_RETRY_SECONDS: Final = 60.0
 """A peer that could not give us a container's metadata is not asked again for this long."""
+METADATA_PATIENCE_SECONDS: Final = 1.5
+"""A metadata request unanswered this long is asked of another holder, or asked again
+(holders drop requests that waited over `metaqueue.STALE_SECONDS`)."""
+METADATA_SLOW_RETRY_SECONDS: Final = 3.0
+"""A holder we left for being slow is not asked again for this long (if others hold it)."""
+METADATA_CHECK_SECONDS: Final = 0.5
 BAN_SECONDS: Final = 3600.0
 MIN_DEPTH: Final = 8
 """Blocks in flight to a peer at least (and two request units). More parks the last pieces
@@ -153,8 +160,11 @@ class Download:
     metadata_from: bytes | None = None
     """The peer we are fetching the manifest or piece layers from."""
     metadata_heard_at: float = 0.0
-    """When that peer was asked, or last answered: silent for REQUEST_TIMEOUT_SECONDS, it
-    is given up on and another holder is asked."""
+    """When that peer was asked, or last answered: silent for METADATA_PATIENCE_SECONDS,
+    another holder is asked, or the same one again; after REQUEST_TIMEOUT_SECONDS without an
+    answer it is given up on."""
+    metadata_asked_at: float = 0.0
+    """When the unanswered request to `metadata_from` was first made."""
     metadata_failed: dict[bytes, float] = attrs.Factory(dict)
     """Peers that could not give us the metadata (refused, lied, timed out) → when they
     may be asked again (discovery retries every round)."""
@@ -193,6 +203,11 @@ class SwarmEngine:
         self._pacer = UploadPacer(upload_limit) if upload_limit else None
         """Block data goes out at most at `upload_limit` bytes/s (`node.swarm.pacer`)."""
         self._pacer_turn = trio.Lock()
+        self._metadata_requests: MetadataQueue[GetManifest | GetLayer] = MetadataQueue()
+        """Manifest and layer requests from peers, answered in order (`metaqueue`)."""
+        self._metadata_requested = trio.Event()
+        self._metadata_wanted = trio.Event()
+        """Set when a download starts: the metadata loop has work."""
         """Paced uploaders wait for the pacer one at a time, in the order they came (a
         trio.Lock is FIFO), so a request cancelled while it waits frees its turn at once."""
         self.cache = PieceCache()
@@ -232,6 +247,8 @@ class SwarmEngine:
                 nursery.start_soon(self._timeout_loop)
                 nursery.start_soon(self._have_loop)
                 nursery.start_soon(self._pex_loop)
+                nursery.start_soon(self._metadata_server)
+                nursery.start_soon(self._metadata_loop)
                 for record in records:
                     if record.state != "complete":
                         self._start(record.id, [], have_manifest=True)
@@ -279,6 +296,7 @@ class SwarmEngine:
         download.started_at = self.network.now()
         self.downloads[container_id] = download
         self.local.want([container_id])
+        self._metadata_wanted.set()
         if self._nursery is not None:
             if have_manifest:
                 self._nursery.start_soon(self._resume, download)
@@ -427,12 +445,11 @@ class SwarmEngine:
         elif isinstance(message, Reject):
             self._release(session, message.root, message.block_index)
             await self._fill_requests(session)
-        elif isinstance(message, GetManifest):
-            await self._serve_manifest(session, message)
+        elif isinstance(message, GetManifest | GetLayer):
+            if self._metadata_requests.push(session.node_id, message, now):
+                self._metadata_requested.set()
         elif isinstance(message, ManifestChunk):
             await self._on_manifest(session, message)
-        elif isinstance(message, GetLayer):
-            await self._serve_layer(session, message)
         elif isinstance(message, Layer):
             await self._on_layer(session, message)
         elif isinstance(message, Pex):
@@ -858,18 +875,54 @@ class SwarmEngine:
 
     # -- metadata: manifests and layers -------------------------------------------------------
 
-    async def _serve_manifest(self, session: Session, message: GetManifest) -> None:
+    async def _metadata_server(self) -> None:
+        """Answer manifest and layer requests one at a time, in the order asked
+        (`node.swarm.metaqueue` says why). With our upload rate known, each answer holds the
+        next back for the time it takes on the link, and counts against the upload pacer."""
+        while True:
+            item = self._metadata_requests.pop(self.network.now())
+            if item is None:
+                self._metadata_requested = trio.Event()
+                await self._metadata_requested.wait()
+                continue
+            node_id, message = item
+            if isinstance(message, GetManifest):
+                answer: ManifestChunk | Layer | None = await self._manifest_chunk(message)
+            else:
+                answer = await self._layer_part(message)
+            session = self.sessions.get(node_id)
+            if answer is None or session is None:
+                continue
+            payload = encode(answer)
+            # The answer is queued at once; a peer slow to read must not hold up the line
+            # (waiting for its queue to drain is all a cancelled send skips).
+            with trio.move_on_after(0), contextlib.suppress(PeerGone):
+                await session.peer.send_extension(EXTENSION_NAME, payload)
+            rate = self._pacer.rate if self._pacer is not None else self.choker.upload_capacity
+            if rate:
+                if self._pacer is not None:
+                    self._pacer.take(len(payload), self.network.now())
+                await trio.sleep(len(payload) / rate)
+
+    async def _manifest_chunk(self, message: GetManifest) -> ManifestChunk | None:
         if not self.local.holds(message.container_id):
-            await self._send(session, ManifestChunk(message.container_id, 0, 0, b""))
-            return
+            return ManifestChunk(message.container_id, 0, 0, b"")
         manifest = await self.network.run_blocking(self.store.manifest, message.container_id)
         data = manifest.encode()
         if message.offset > len(data):
-            return
+            return None
         chunk = data[message.offset : message.offset + MANIFEST_CHUNK]
-        await self._send(
-            session, ManifestChunk(message.container_id, message.offset, len(data), chunk)
-        )
+        return ManifestChunk(message.container_id, message.offset, len(data), chunk)
+
+    async def _layer_part(self, message: GetLayer) -> Layer:
+        try:
+            layer = await self.network.run_blocking(
+                self.store.piece_layer, message.root, message.piece_length
+            )
+        except Exception:
+            layer = []
+        hashes = tuple(layer[message.offset : message.offset + MAX_LAYER_HASHES])
+        return Layer(message.root, message.piece_length, message.offset, hashes)
 
     async def _fetch_metadata(self, download: Download) -> None:
         """Ask one peer that holds the container for the metadata still missing: the
@@ -892,13 +945,57 @@ class SwarmEngine:
         if source is None:
             return  # the next peer that says it holds the container is asked
         download.metadata_from = source.node_id
-        download.metadata_heard_at = now
+        # From the start: a manifest of one peer's chunks is blamed on that peer alone.
+        download.manifest_bytes = bytearray()
+        await self._ask_metadata(source, download)
+
+    async def _ask_metadata(self, session: Session, download: Download) -> None:
+        """Ask `session` for what is missing of the metadata, from where it stopped."""
+        now = self.network.now()
+        download.metadata_heard_at = download.metadata_asked_at = now
         if download.state == "metadata":
-            # From the start: a manifest of one peer's chunks is blamed on that peer alone.
-            download.manifest_bytes = bytearray()
-            await self._send(source, GetManifest(download.container_id, 0))
+            offset = len(download.manifest_bytes)
+            await self._send(session, GetManifest(download.container_id, offset))
         else:
-            await self._fetch_layers(source, download)
+            await self._fetch_layers(session, download)
+
+    async def _metadata_loop(self) -> None:
+        """Keep metadata fetches moving: a holder that leaves a request unanswered for
+        METADATA_PATIENCE_SECONDS (busy serving others, in a flash crowd) is left for another
+        holder if there is one, or asked again; one silent for REQUEST_TIMEOUT_SECONDS is
+        given up on. Downloads with no holder asked yet try the holders known now."""
+        while True:
+            waiting = [d for d in self.downloads.values() if d.state in ("metadata", "layers")]
+            if not waiting:
+                self._metadata_wanted = trio.Event()
+                await self._metadata_wanted.wait()
+                continue
+            now = self.network.now()
+            for download in waiting:
+                session = self.sessions.get(download.metadata_from or b"")
+                if session is None:
+                    await self._fetch_metadata(download)
+                elif download.metadata_asked_at + REQUEST_TIMEOUT_SECONDS <= now:
+                    await self._metadata_failed(download, session)
+                elif download.metadata_heard_at + METADATA_PATIENCE_SECONDS <= now:
+                    await self._metadata_slow(download, session, now)
+            await trio.sleep(METADATA_CHECK_SECONDS)
+
+    async def _metadata_slow(self, download: Download, session: Session, now: float) -> None:
+        others = any(
+            download.container_id in other.holdings
+            and other is not session
+            and download.metadata_failed.get(other.node_id, -math.inf) <= now
+            for other in self.sessions.values()
+        )
+        if not others:
+            asked_at = download.metadata_asked_at
+            await self._ask_metadata(session, download)  # our request may have been dropped
+            download.metadata_asked_at = asked_at
+            return
+        download.metadata_failed[session.node_id] = now + METADATA_SLOW_RETRY_SECONDS
+        download.metadata_from = None
+        await self._fetch_metadata(download)
 
     async def _metadata_failed(self, download: Download, session: Session) -> None:
         """`session` cannot give us the metadata: ask another holder."""
@@ -918,7 +1015,7 @@ class SwarmEngine:
             return
         if message.offset != len(download.manifest_bytes):
             return  # not what we asked for
-        download.metadata_heard_at = self.network.now()
+        download.metadata_heard_at = download.metadata_asked_at = self.network.now()
         download.manifest_bytes += message.data
         download.manifest_total = message.total_length
         if len(download.manifest_bytes) < message.total_length:
@@ -961,16 +1058,6 @@ class SwarmEngine:
         entry = next(e for e in manifest.files if e.root == root)
         return len(download.layers[root]) == -(-entry.length // manifest.piece_length)
 
-    async def _serve_layer(self, session: Session, message: GetLayer) -> None:
-        try:
-            layer = await self.network.run_blocking(
-                self.store.piece_layer, message.root, message.piece_length
-            )
-        except Exception:
-            layer = []
-        hashes = tuple(layer[message.offset : message.offset + MAX_LAYER_HASHES])
-        await self._send(session, Layer(message.root, message.piece_length, message.offset, hashes))
-
     async def _on_layer(self, session: Session, message: Layer) -> None:
         for download in list(self.downloads.values()):
             so_far = download.layers.get(message.root)
@@ -981,7 +1068,7 @@ class SwarmEngine:
             if not message.hashes:
                 await self._metadata_failed(download, session)  # it does not have the layer
                 continue
-            download.metadata_heard_at = self.network.now()
+            download.metadata_heard_at = download.metadata_asked_at = self.network.now()
             so_far.extend(message.hashes)
             entry = next(e for e in download.manifest.files if e.root == message.root)
             pieces = -(-entry.length // download.manifest.piece_length)
@@ -1267,12 +1354,6 @@ class SwarmEngine:
         while True:
             await trio.sleep(TIMEOUT_CHECK_SECONDS)
             now = self.network.now()
-            for download in list(self.downloads.values()):
-                silent = self.sessions.get(download.metadata_from or b"")
-                if silent is not None and (
-                    download.metadata_heard_at + REQUEST_TIMEOUT_SECONDS <= now
-                ):
-                    await self._metadata_failed(download, silent)
             for session in list(self.sessions.values()):
                 late = [
                     key

@@ -11,7 +11,7 @@ from node.realnet import TrioNetwork
 from node.swarm.engine import SwarmEngine
 from node.swarm.session import Session
 from wire.merkle import BLOCK_SIZE
-from wire.swarm import Cancel, GetLayer, Request
+from wire.swarm import Cancel, GetLayer, Layer, Request
 
 from .swarm_helpers import add_folder, make_folder, swarm_node, tcp_address
 
@@ -115,8 +115,10 @@ async def test_a_peer_vanishing_mid_transfer_loses_nothing(tmp_path: Path) -> No
 class VanishingOnLayers(SwarmEngine):
     """A peer that hangs up when asked for a piece layer (gone in the middle of metadata)."""
 
-    async def _serve_layer(self, session: Session, message: GetLayer) -> None:
-        await session.peer.aclose("gone")
+    async def _layer_part(self, message: GetLayer) -> Layer:
+        for session in list(self.sessions.values()):  # the one asking: the leecher
+            await session.peer.aclose("gone")
+        return await super()._layer_part(message)
 
 
 async def test_metadata_comes_from_another_peer_when_the_first_leaves(tmp_path: Path) -> None:
