@@ -11,7 +11,7 @@ from node.realnet import TrioNetwork
 from node.swarm.engine import SwarmEngine
 from node.swarm.session import Session
 from wire.merkle import BLOCK_SIZE
-from wire.swarm import Cancel, GetLayer, Layer, Request
+from wire.swarm import Cancel, GetLayer, GetManifest, Layer, Request
 
 from .swarm_helpers import add_folder, make_folder, swarm_node, tcp_address
 
@@ -150,6 +150,43 @@ async def test_metadata_comes_from_another_peer_when_the_first_leaves(tmp_path: 
         record = store.get(container_id)
         assert record is not None
         assert (record.location / "big.bin").read_bytes() == contents["big.bin"]
+
+
+class SilentOnMetadata(SwarmEngine):
+    """A holder that never answers a metadata request (too busy, in a flash crowd)."""
+
+    async def _manifest_chunk(self, message: GetManifest) -> None:
+        return None
+
+
+async def test_a_holder_slow_with_the_metadata_is_left_for_another(tmp_path: Path) -> None:
+    source = tmp_path / "data"
+    make_folder(source, {"file.bin": 300_000})
+    async with (
+        TrioNetwork(seed=6) as network,
+        trio.open_nursery() as nursery,
+        swarm_node("silent", tmp_path, network, nursery, engine_class=SilentOnMetadata) as (
+            silent,
+            silent_engine,
+            silent_store,
+        ),
+        swarm_node("helpful", tmp_path, network, nursery) as (helpful, helpful_engine, store2),
+        swarm_node("leech", tmp_path, network, nursery) as (_, engine, _store),
+    ):
+        for store, seeder in ((silent_store, silent_engine), (store2, helpful_engine)):
+            container_id = await add_folder(store, source)
+            await seeder.share(container_id)
+        download = await engine.get(container_id, peers=[tcp_address(silent)])
+        with trio.fail_after(10):
+            while download.metadata_from != silent.node_id:  # it asked the silent one
+                await trio.lowlevel.checkpoint()
+        asked = trio.current_time()
+        await engine.get(container_id, peers=[tcp_address(helpful)])
+        with trio.fail_after(20):
+            await download.done.wait()
+        # Asked of the other holder after METADATA_PATIENCE_SECONDS, not REQUEST_TIMEOUT's 30.
+        assert trio.current_time() - asked < 10
+        assert download.state == "complete", download.error
 
 
 class NeverRequesting(SwarmEngine):
