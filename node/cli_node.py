@@ -68,6 +68,12 @@ def print_swarm(console: Console, swarm: dict[str, Any]) -> None:
     the containers it fetches from us (serving) and we fetch from it (fetching)."""
     held = swarm.get("held_containers", 0)
     console.print(f"sharing {held} container{'' if held == 1 else 's'}", highlight=False)
+    slots = swarm.get("unchoke_slots")
+    if slots is not None:
+        capacity = swarm.get("upload_capacity")
+        how = "measured" if swarm.get("upload_capacity_measured") else "as set"
+        uplink = f"uplink {format_bytes(capacity)}/s ({how})" if capacity else "uplink unknown"
+        console.print(f"{uplink}, {slots} unchoke slots", highlight=False)
     downloads = swarm.get("downloads") or []
     if downloads:
         table = Table(box=box.SIMPLE_HEAD, pad_edge=False, title="downloads")

@@ -40,6 +40,7 @@ from node.node import Node
 from node.peer import PeerConnection, PeerGone
 from node.picker import BlockRequest, BlockStatus, PickerError, PiecePicker
 from node.store.records import WouldBlock
+from node.swarm.capacity import UploadCapacityEstimate
 from node.swarm.metaqueue import MetadataQueue
 from node.swarm.pacer import UploadPacer
 from node.swarm.reveal import MIN_WINDOW_PIECES, PeerReveal, RevealedFile
@@ -200,6 +201,10 @@ class SwarmEngine:
         self.local = LocalIndex()
         self.picker = PiecePicker(seed=node.network.random.getrandbits(64))
         self.choker = Choker(upload_capacity=upload_capacity or upload_limit, seeding=True)
+        self._capacity = (
+            UploadCapacityEstimate() if upload_capacity is None and upload_limit is None else None
+        )
+        """Told neither our capacity nor a limit, we learn it from our uploads (`capacity`)."""
         self._pacer = UploadPacer(upload_limit) if upload_limit else None
         """Block data goes out at most at `upload_limit` bytes/s (`node.swarm.pacer`)."""
         self._pacer_turn = trio.Lock()
@@ -1199,6 +1204,8 @@ class SwarmEngine:
             except PeerGone:
                 return
             size, now = len(payload), self.network.now()
+            if self._capacity is not None:
+                self._capacity.add(size, now)
             session.bytes_up += size
             session.uploaded.add(size, now)
             session.recent_up.add(size, now)
@@ -1296,6 +1303,8 @@ class SwarmEngine:
         while True:
             now = self.network.now()
             self.choker.seeding = not self.files
+            if self._capacity is not None:
+                self.choker.upload_capacity = self._capacity.estimate(now)
             # The choker decides among interested peers and chokes unchoked ones; a choked
             # peer that wants nothing from us plays no part, and leaving it out leaves every
             # decision (and draw) the same. This loop runs on every change of interest:
@@ -1548,6 +1557,11 @@ class SwarmEngine:
             ],
             "pieces_written": self.pieces_written,
             "blocks_rejected": self.blocks_rejected,
+            "upload_capacity": None
+            if self.choker.upload_capacity is None
+            else round(self.choker.upload_capacity),
+            "upload_capacity_measured": self._capacity is not None,
+            "unchoke_slots": self.choker.slots,
         }
 
 

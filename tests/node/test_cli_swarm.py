@@ -107,6 +107,7 @@ def test_add_on_a_running_node_then_get_in_the_foreground_and_through_a_node(
         status_text = kinswarm("status", "--data-dir", str(tmp_path / "seed"))
         assert status_text.returncode == 0, status_text.stderr
         assert "sharing 1 container" in status_text.stdout
+        assert "unchoke slots" in status_text.stdout
 
 
 def test_get_of_nonsense_is_a_one_line_error(tmp_path: Path) -> None:

@@ -249,9 +249,40 @@ async def test_an_upload_limit_holds_the_seed_to_its_rate(tmp_path: Path) -> Non
             await download.done.wait()
         # 3 MB at 2 MB/s after a 64 KiB burst: 1.47 s at least (a slow machine only adds).
         assert trio.current_time() - started >= 1.4
+        status = seeder.status()  # the limit is taken as the capacity, not measured
+        assert status["upload_capacity"] == 2_000_000 and not status["upload_capacity_measured"]
+        assert status["unchoke_slots"] == 2_000_000 // (64 * 1024)
+        unlimited = engine.status()  # nothing sent yet: capacity unknown, four slots
+        assert unlimited["upload_capacity"] is None and unlimited["unchoke_slots"] == 4
         record = store.get(container_id)
         assert record is not None
         assert (record.location / "big.bin").read_bytes() == contents["big.bin"]
+
+
+async def test_a_seed_learns_its_upload_capacity_from_what_it_sent(tmp_path: Path) -> None:
+    source = tmp_path / "data"
+    make_folder(source, {"big.bin": 3_000_000})
+    async with (
+        TrioNetwork(seed=8) as network,
+        trio.open_nursery() as nursery,
+        swarm_node("seed", tmp_path, network, nursery) as (seed, seeder, seed_store),
+        swarm_node("leech", tmp_path, network, nursery) as (_, engine, _store),
+    ):
+        container_id = await add_folder(seed_store, source)
+        await seeder.share(container_id)
+        assert seeder.status()["unchoke_slots"] == 4  # BitTorrent's figure, knowing nothing
+        with trio.fail_after(30):
+            download = await engine.get(container_id, peers=[tcp_address(seed)])
+            await download.done.wait()
+            while True:  # the choke round after the leecher's NotInterested reads it
+                if seeder.choker.upload_capacity is not None:
+                    break
+                await trio.sleep(0.05)
+        status = seeder.status()
+        # 3 MB over loopback within one 5 s window: at least 600 kB/s.
+        assert status["upload_capacity_measured"]
+        assert status["upload_capacity"] >= 590_000
+        assert status["unchoke_slots"] >= 9
 
 
 async def test_a_request_cancelled_while_it_waits_for_the_upload_limit_is_never_sent(
