@@ -24,7 +24,8 @@ Fewer, faster slots move each piece on sooner, and a piece is only worth somethi
 once it is whole: in the flash-crowd simulation, 64 KiB/s per slot instead of BitTorrent's
 fixed four (256 KiB/s each) cut the 30-leecher completion time by 14 % (mean of three seeds).
 Beyond 50 slots per-connection overhead dominates and rate estimates get noisy. With the
-capacity unknown, four slots, BitTorrent's figure.
+capacity unknown, four slots, BitTorrent's figure. The engine sets the capacity from
+`--upload-limit`, or learns it from its own uploads (`node.swarm.capacity`).
 
 Between rechokes `update` only fills vacancies (an unchoked peer left or lost interest) and
 replaces an optimistic peer that went away; it chokes no one, so decisions stay stable.
