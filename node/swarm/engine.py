@@ -511,7 +511,11 @@ class SwarmEngine:
     async def _send_revealed(self, session: Session, container_id: bytes) -> None:
         """Answer a want for a container we hold whole: small files whole, larger ones a
         window of pieces at a time (`node.swarm.reveal`)."""
-        manifest = await self.network.run_blocking(self.store.manifest, container_id)
+        try:
+            manifest = await self.network.run_blocking(self.store.manifest, container_id)
+        except Exception:  # our store's trouble, not the peer's: keep the connection
+            log.exception("cannot read the manifest of %s", container_id.hex()[:16])
+            return
         now = self.network.now()
         have_all: list[bytes] = []
         partial: list[Bitfield] = []
@@ -910,9 +914,16 @@ class SwarmEngine:
                 await trio.sleep(len(payload) / rate)
 
     async def _manifest_chunk(self, message: GetManifest) -> ManifestChunk | None:
+        """The answer to a GetManifest ("not held" when we cannot read it). Runs in the
+        metadata server, for every peer: a store error must not end it."""
+        not_held = ManifestChunk(message.container_id, 0, 0, b"")
         if not self.local.holds(message.container_id):
-            return ManifestChunk(message.container_id, 0, 0, b"")
-        manifest = await self.network.run_blocking(self.store.manifest, message.container_id)
+            return not_held
+        try:
+            manifest = await self.network.run_blocking(self.store.manifest, message.container_id)
+        except Exception:
+            log.exception("cannot read the manifest of %s", message.container_id.hex()[:16])
+            return not_held
         data = manifest.encode()
         if message.offset > len(data):
             return None

@@ -12,6 +12,7 @@ from node.swarm.engine import SwarmEngine
 from node.swarm.session import Session
 from wire.merkle import BLOCK_SIZE
 from wire.swarm import Cancel, GetLayer, GetManifest, Layer, Request
+from wire.swarm import Manifest as ManifestChunk
 
 from .swarm_helpers import add_folder, make_folder, swarm_node, tcp_address
 
@@ -187,6 +188,55 @@ async def test_a_holder_slow_with_the_metadata_is_left_for_another(tmp_path: Pat
         # Asked of the other holder after METADATA_PATIENCE_SECONDS, not REQUEST_TIMEOUT's 30.
         assert trio.current_time() - asked < 10
         assert download.state == "complete", download.error
+
+
+class LosingAManifest(SwarmEngine):
+    """A seed whose store loses a container just as its manifest is asked for."""
+
+    lose: bytes = b""
+
+    async def _manifest_chunk(self, message: GetManifest) -> ManifestChunk | None:
+        if message.container_id == self.lose and self.store.get(self.lose) is not None:
+            await self.network.run_blocking(self.store.remove, self.lose)
+        return await super()._manifest_chunk(message)
+
+
+async def test_a_manifest_the_store_cannot_read_is_refused_and_serving_goes_on(
+    tmp_path: Path,
+) -> None:
+    """Metadata is served by one task for every peer: a store error answers "not held" to
+    that request, and the next is served."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    make_folder(first, {"a.bin": 200_000})
+    contents = make_folder(second, {"b.bin": 200_001})
+    async with (
+        TrioNetwork(seed=10) as network,
+        trio.open_nursery() as nursery,
+        swarm_node("seed", tmp_path, network, nursery, engine_class=LosingAManifest) as (
+            seed,
+            seeder,
+            seed_store,
+        ),
+        swarm_node("leech", tmp_path, network, nursery) as (_, engine, store),
+    ):
+        gone = await add_folder(seed_store, first)
+        kept = await add_folder(seed_store, second)
+        for container_id in (gone, kept):
+            await seeder.share(container_id)
+        assert isinstance(seeder, LosingAManifest)
+        seeder.lose = gone
+        with trio.fail_after(30):
+            failing = await engine.get(gone, peers=[tcp_address(seed)])
+            while True:  # refused: the seed is not asked again for a while
+                if seed.node_id in failing.metadata_failed:
+                    break
+                await trio.sleep(0.01)
+            download = await engine.get(kept, peers=[tcp_address(seed)])
+            await download.done.wait()
+        assert failing.state == "metadata"
+        record = store.get(kept)
+        assert record is not None
+        assert (record.location / "b.bin").read_bytes() == contents["b.bin"]
 
 
 class NeverRequesting(SwarmEngine):
