@@ -7,7 +7,7 @@ and the seed uploaded a copy per leecher."""
 from __future__ import annotations
 
 from simulations.harness import register, run_scenario
-from simulations.scenarios.flash_crowd import FlashCrowd, kumar_ross_bound
+from simulations.scenarios.flash_crowd import FlashCrowd, kumar_ross_bound, piece_floor_ratio
 
 SMALL = register(FlashCrowd(file_bytes=1024 * 1024).spec("flash-crowd-small"))
 
@@ -18,11 +18,19 @@ def test_kumar_ross_bound_takes_the_tightest_term() -> None:
     assert kumar_ross_bound(100, 10, [1, 1, 1, 1], [500] * 4) == 400 / 14  # the swarm
 
 
+def test_the_piece_floor_grows_with_the_crowd_and_shrinks_with_more_pieces() -> None:
+    assert piece_floor_ratio(1000, 64) == 1 + 9 / 64  # 1.14: the issue's 1.15 leaves ~1 %
+    assert piece_floor_ratio(100, 64) == 1 + 6 / 64
+    assert piece_floor_ratio(1000, 256) == 1 + 9 / 256
+    assert piece_floor_ratio(1, 1) == 1.0
+
+
 def test_a_small_flash_crowd_completes_near_the_bound_and_trades() -> None:
     leechers = 24
     metrics = run_scenario(SMALL.name, nodes=leechers, seed=3, sim_seconds=300).metrics
     assert metrics["completed"] == leechers and metrics["failed"] == 0
     assert metrics["bound_ratio"] < 6.0, metrics["bound_ratio"]  # 4.5 measured; 9 untraded
+    assert 1 < metrics["piece_floor_ratio"] < metrics["bound_ratio"]
     assert metrics["seed_uploaded_copies"] < leechers / 3  # the rest came from leechers
     assert metrics["received_data_over_needed"] < 1.35  # endgame duplicates: 1.20 measured
     assert metrics["blocks_rejected"] == 0
