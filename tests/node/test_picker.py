@@ -259,6 +259,37 @@ def test_endgame_duplicates_the_longest_waiting_block_first() -> None:
     assert [r.block for r in got] == [1, 2, 0]
 
 
+def test_endgame_waits_while_many_blocks_are_awaited_unless_one_is_late() -> None:
+    """Doubling every request in flight the moment endgame begins sends most data twice:
+    only once few blocks are awaited, or for a block awaited too long."""
+    picker = setup_picker("3", blocks=6)  # one piece of six blocks, all asked of a slow peer
+    slow = OTHERS[0]
+    for block in range(6):
+        picker.mark_requested(slow, BlockRequest(ROOT, 0, block), 0.0)
+    assert picker.in_endgame() and picker.endgame_outstanding == 3
+    assert picker.pick(X, 6, 1.0, random.Random(0)) == []  # six awaited, none for long
+    late = picker.pick(X, 6, picker.endgame_patience_s, random.Random(0))
+    assert len(late) == 6  # all awaited that long: the slow peer holds up the end
+    for block in range(3):  # three of them arrive: few left, no patience needed
+        picker.block_received(slow, BlockRequest(ROOT, 0, block))
+    assert [r.block for r in picker.pick(X, 6, 1.0, random.Random(0))] == [3, 4, 5]
+    picker.check_invariants()
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"max_requests_per_block": 0},
+        {"endgame_outstanding": -1},
+        {"endgame_patience_s": -1.0},
+        {"random_first_pieces": -1},
+    ],
+)
+def test_bad_settings_are_refused(settings: dict[str, float]) -> None:
+    with pytest.raises(PickerError):
+        PiecePicker(**settings)  # type: ignore[arg-type]
+
+
 def test_no_endgame_while_free_blocks_remain_elsewhere() -> None:
     picker = setup_picker("21", have="10", blocks=1)
     request_all(picker, OTHERS[0], [BlockRequest(ROOT, 0, 0)])
