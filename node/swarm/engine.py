@@ -201,6 +201,7 @@ class SwarmEngine:
         self.local = LocalIndex()
         self.picker = PiecePicker(seed=node.network.random.getrandbits(64))
         self.choker = Choker(upload_capacity=upload_capacity or upload_limit, seeding=True)
+        self._told_capacity = upload_capacity
         self._capacity = (
             UploadCapacityEstimate() if upload_capacity is None and upload_limit is None else None
         )
@@ -907,7 +908,9 @@ class SwarmEngine:
             # (waiting for its queue to drain is all a cancelled send skips).
             with trio.move_on_after(0), contextlib.suppress(PeerGone):
                 await session.peer.send_extension(EXTENSION_NAME, payload)
-            rate = self._pacer.rate if self._pacer is not None else self.choker.upload_capacity
+            # Spaced at a rate we were told, never at a learnt one: that is a floor (what we
+            # managed to send so far), and would throttle a node serving many containers.
+            rate = self._pacer.rate if self._pacer is not None else self._told_capacity
             if rate:
                 if self._pacer is not None:
                     self._pacer.take(len(payload), self.network.now())
