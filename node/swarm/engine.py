@@ -887,7 +887,7 @@ class SwarmEngine:
 
     async def _metadata_server(self) -> None:
         """Answer manifest and layer requests one at a time, in the order asked
-        (`node.swarm.metaqueue` says why). With our upload rate known, each answer holds the
+        (`node.swarm.metaqueue` says why). With our upload rate given, each answer holds the
         next back for the time it takes on the link, and counts against the upload pacer."""
         while True:
             item = self._metadata_requests.pop(self.network.now())
