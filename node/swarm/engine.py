@@ -17,7 +17,8 @@ held); **complete**: the store moved the files into place, the container is anno
 provider record) and seeded.
 
 Tasks (in the engine's nursery, itself a supervised node service): the piece writer, the choker,
-request timeouts, PEX, one uploader per connection, and discovery per download.
+request timeouts, Haves, PEX, the metadata server (answers in order) and metadata loop (slow
+holders), one uploader per connection, and discovery per download.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import functools
 import itertools
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -209,13 +210,13 @@ class SwarmEngine:
         self._pacer = UploadPacer(upload_limit) if upload_limit else None
         """Block data goes out at most at `upload_limit` bytes/s (`node.swarm.pacer`)."""
         self._pacer_turn = trio.Lock()
+        """Paced uploaders wait for the pacer one at a time, in the order they came (a
+        trio.Lock is FIFO), so a request cancelled while it waits frees its turn at once."""
         self._metadata_requests: MetadataQueue[GetManifest | GetLayer] = MetadataQueue()
         """Manifest and layer requests from peers, answered in order (`metaqueue`)."""
         self._metadata_requested = trio.Event()
         self._metadata_wanted = trio.Event()
         """Set when a download starts: the metadata loop has work."""
-        """Paced uploaders wait for the pacer one at a time, in the order they came (a
-        trio.Lock is FIFO), so a request cancelled while it waits frees its turn at once."""
         self.cache = PieceCache()
         self.sessions: dict[bytes, Session] = {}
         self.downloads: dict[bytes, Download] = {}
@@ -951,22 +952,21 @@ class SwarmEngine:
         is not asked again for METADATA_RETRY_SECONDS."""
         if download.state not in ("metadata", "layers") or download.metadata_from is not None:
             return
-        now = self.network.now()
-        source = next(
-            (
-                session
-                for session in self.sessions.values()
-                if download.container_id in session.holdings
-                and download.metadata_failed.get(session.node_id, -math.inf) <= now
-            ),
-            None,
-        )
+        source = next(self._metadata_sources(download, self.network.now()), None)
         if source is None:
             return  # the next peer that says it holds the container is asked
         download.metadata_from = source.node_id
         # From the start: a manifest of one peer's chunks is blamed on that peer alone.
         download.manifest_bytes = bytearray()
         await self._ask_metadata(source, download)
+
+    def _metadata_sources(self, download: Download, now: float) -> Iterator[Session]:
+        """Connected peers that hold the container and may be asked for its metadata now."""
+        for session in self.sessions.values():
+            if download.container_id in session.holdings and (
+                download.metadata_failed.get(session.node_id, -math.inf) <= now
+            ):
+                yield session
 
     async def _ask_metadata(self, session: Session, download: Download) -> None:
         """Ask `session` for what is missing of the metadata, from where it stopped."""
@@ -1001,13 +1001,7 @@ class SwarmEngine:
             await trio.sleep(METADATA_CHECK_SECONDS)
 
     async def _metadata_slow(self, download: Download, session: Session, now: float) -> None:
-        others = any(
-            download.container_id in other.holdings
-            and other is not session
-            and download.metadata_failed.get(other.node_id, -math.inf) <= now
-            for other in self.sessions.values()
-        )
-        if not others:
+        if all(other is session for other in self._metadata_sources(download, now)):
             asked_at = download.metadata_asked_at
             await self._ask_metadata(session, download)  # our request may have been dropped
             download.metadata_asked_at = asked_at

@@ -6,14 +6,12 @@ seconds of Block data: its downloads stall while its uploads run. Pacing the Blo
 little below the link rate keeps that queue short. This is what BitTorrent users do by hand
 with an upload limit, and why `kinswarm run --upload-limit` exists.
 
-Sans-IO: the caller passes the time and sleeps for the answer. Reservations are never
-refused: a sender that asks for more than the bucket holds takes the bucket below zero and
-waits until it is paid back, so concurrent senders are paced in the order they asked.
-
-Two ways to use it. `reserve` takes the bytes now and says how long to wait before sending
-them. `ready_in` then `take` waits first and commits last: a sender that queues for its turn
-(the engine's uploaders, one at a time) can still drop what it meant to send, a request
-cancelled or a peer choked while it waited, without leaving a hole in the rate.
+Sans-IO: the caller passes the time and sleeps for the answer. A sender waits (`ready_in`)
+until the bucket is out of debt, then `take`s what it sends, which may put the bucket into
+debt: the next sender waits until that is paid back. Waiting first and committing last lets
+a sender that queues for its turn (the engine's uploaders, one at a time) drop what it meant
+to send, a request cancelled or a peer choked while it waited, without leaving a hole in the
+rate.
 """
 
 from __future__ import annotations
@@ -25,7 +23,8 @@ DEFAULT_BURST_BYTES: Final = 64 * 1024
 
 
 class UploadPacer:
-    """`rate` bytes per second on average, at most `burst` bytes ahead of it."""
+    """`rate` bytes per second on average; ahead of it by at most `burst` plus the one
+    message that took the bucket into debt."""
 
     __slots__ = ("_last", "_tokens", "burst", "rate")
 
@@ -48,12 +47,7 @@ class UploadPacer:
         self._tokens -= size
 
     def _refill(self, now: float) -> None:
+        """Time running backwards counts as none."""
         if self._last is not None and now > self._last:
             self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
         self._last = now if self._last is None else max(self._last, now)
-
-    def reserve(self, size: int, now: float) -> float:
-        """Take `size` bytes' worth of the rate; returns how many seconds to wait before
-        sending them (0 when they may go now). Time running backwards counts as none."""
-        self.take(size, now)
-        return self.ready_in(now)
