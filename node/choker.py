@@ -27,8 +27,16 @@ Beyond 50 slots per-connection overhead dominates and rate estimates get noisy. 
 capacity unknown, four slots, BitTorrent's figure. The engine sets the capacity from
 `--upload-limit`, or learns it from its own uploads (`node.swarm.capacity`).
 
-Between rechokes `update` only fills vacancies (an unchoked peer left or lost interest) and
-replaces an optimistic peer that went away; it chokes no one, so decisions stay stable.
+Between rechokes `update` only fills vacancies (an unchoked peer left or lost interest),
+replaces an optimistic peer that went away and hands idle peers' slots on (below); it chokes
+no one else, so decisions stay stable.
+
+**Idle slots.** An unchoked peer that stays interested but asks us for nothing (what we have
+that it lacks is on its way from others) holds a slot that uploads nothing. The engine marks
+it `idle`; if another interested peer waits, the idle one is choked and the waiting one takes
+its slot at once, not at the next rechoke (it is interested, so it queues again). With nobody
+waiting it keeps its slot. In a flash crowd a seed's slots sat idle while hundreds of peers
+waited.
 
 Never: no I/O, no clock, no global random. The caller passes `now` and a `random.Random`; the
 same inputs and generator state give the same decision. Iteration is over the caller's list
@@ -94,6 +102,8 @@ class PeerRecord:
     last_unchoked: float | None = None
     """When their current (or, if choked, most recent) unchoke began; None if never."""
     connected_at: float = 0.0
+    idle: bool = False
+    """Unchoked, and has asked us for nothing for a while: its slot may go to another peer."""
 
 
 @attrs.frozen
@@ -168,8 +178,7 @@ class Choker:
             self._next_rechoke = now + self.rechoke_interval_s
             choke = tuple(r.node_id for r in peers if not r.choked and r.node_id not in target)
         else:
-            target = self._fill(peers, by_id, now, rng)
-            choke = ()
+            target, choke = self._fill(peers, by_id, now, rng)
         unchoke = tuple(r.node_id for r in peers if r.choked and r.node_id in target)
         return ChokeDecision(
             unchoke=unchoke,
@@ -191,7 +200,11 @@ class Choker:
             record = by_id.get(keep)
             if record is None or not record.interested or now >= self._optimistic_until:
                 keep = None
-        ranked = self._rank([r for r in peers if r.interested and r.node_id != keep], now, rng)
+        if keep is not None and by_id[keep].idle:
+            keep = None
+        candidates = [r for r in peers if r.interested and r.node_id != keep]
+        ranked = self._rank([r for r in candidates if not r.idle], now, rng)
+        ranked += self._rank([r for r in candidates if r.idle], now, rng)  # if slots are left
         self._regular = [r.node_id for r in ranked[: self.slots]]
         if keep is None:
             self._choose_optimistic(peers, now, rng)
@@ -203,19 +216,34 @@ class Choker:
         by_id: dict[bytes, PeerRecord],
         now: float,
         rng: random.Random,
-    ) -> dict[bytes, None]:
+    ) -> tuple[dict[bytes, None], tuple[bytes, ...]]:
+        """Fill vacancies, and hand idle peers' slots to peers waiting for one: the target
+        and the idle peers to choke."""
         self._regular = [node for node in self._regular if node in by_id and by_id[node].interested]
         optimistic = self._optimistic
         if optimistic is not None and (optimistic not in by_id or not by_id[optimistic].interested):
             self._optimistic = None
-        if len(self._regular) < self.slots:
+        vacancies = max(0, self.slots - len(self._regular))
+        waiting: list[PeerRecord] = []
+        optimistic_idle = self._optimistic is not None and by_id[self._optimistic].idle
+        if vacancies or optimistic_idle or any(by_id[node].idle for node in self._regular):
             taken = self._target()
-            waiting = [r for r in peers if r.interested and r.node_id not in taken]
-            for record in self._rank(waiting, now, rng)[: self.slots - len(self._regular)]:
-                self._regular.append(record.node_id)
-        if self._optimistic is None:
-            self._choose_optimistic(peers, now, rng)
-        return self._target()
+            waiting = [r for r in peers if r.interested and r.choked and r.node_id not in taken]
+            waiting = self._rank(waiting, now, rng)
+        self._regular.extend(record.node_id for record in waiting[:vacancies])
+        del waiting[:vacancies]
+        choke: list[bytes] = []
+        for index, node in enumerate(self._regular):
+            if not waiting:
+                break
+            if by_id[node].idle:
+                self._regular[index] = waiting.pop(0).node_id
+                choke.append(node)
+        if self._optimistic is None or (optimistic_idle and waiting):
+            if self._optimistic is not None:
+                choke.append(self._optimistic)
+            self._choose_optimistic(peers, now, rng, exclude=choke)
+        return self._target(), tuple(choke)
 
     def _target(self) -> dict[bytes, None]:
         target = dict.fromkeys(self._regular)
@@ -248,10 +276,14 @@ class Choker:
         return (1, waited_since)
 
     def _choose_optimistic(
-        self, peers: Sequence[PeerRecord], now: float, rng: random.Random
+        self,
+        peers: Sequence[PeerRecord],
+        now: float,
+        rng: random.Random,
+        exclude: Sequence[bytes] = (),
     ) -> None:
         """A weighted draw among choked interested peers without a regular slot."""
-        regular = dict.fromkeys(self._regular)
+        regular = dict.fromkeys([*self._regular, *exclude])
         candidates = [r for r in peers if r.interested and r.choked and r.node_id not in regular]
         self._optimistic = None
         if not candidates:

@@ -127,6 +127,9 @@ WRITE_BATCH_BYTES: Final = 8 * 1024 * 1024
 MAX_PEERS_PER_DOWNLOAD: Final = 40
 """Discovery dials until this many connections are in a download's swarm."""
 MAX_PEX_KEPT: Final = 500
+IDLE_UNCHOKE_SECONDS: Final = 2.0
+"""An unchoked peer that asks nothing of us this long gives its slot to another
+(`node.choker`, idle slots)."""
 HAVE_BATCH_SECONDS: Final = 0.1
 """After a Have goes, the pieces verified within this long wait to go in one message."""
 INDEX_BATCH_SECONDS: Final = 0.25
@@ -1170,6 +1173,7 @@ class SwarmEngine:
     # -- uploading ----------------------------------------------------------------------------
 
     def _on_request(self, session: Session, message: Request) -> None:
+        session.last_asked = self.network.now()
         if session.am_choking:
             self._reject_soon(session, message, RejectReason.CHOKED)
         elif not session.queue_upload(message):
@@ -1334,6 +1338,7 @@ class SwarmEngine:
                     else 0.0,
                     last_unchoked=session.last_unchoked,
                     connected_at=session.connected_at,
+                    idle=self._unchoke_unused(session, now),
                 )
                 for session in self.sessions.values()
                 if session.peer_interested or not session.am_choking
@@ -1354,9 +1359,19 @@ class SwarmEngine:
             for session in list(self.sessions.values()):
                 for root in list(session.reveals):  # windows gone stale
                     await self._reveal_more(session, root)
-            with trio.move_on_at(max(decision.next_update, now + 0.5)):
+            wake = decision.next_update
+            if any(not s.am_choking for s in self.sessions.values()):
+                wake = min(wake, now + IDLE_UNCHOKE_SECONDS)  # a slot may go unused
+            with trio.move_on_at(max(wake, now + 0.5)):
                 await self._choke_wakeup.wait()
             self._choke_wakeup = trio.Event()
+
+    def _unchoke_unused(self, session: Session, now: float) -> bool:
+        """Unchoked for IDLE_UNCHOKE_SECONDS or more, and nothing asked of us in that time."""
+        if session.am_choking or session.uploads:
+            return False
+        since = max(session.last_unchoked or -math.inf, session.last_asked or -math.inf)
+        return now - since >= IDLE_UNCHOKE_SECONDS
 
     async def _have_loop(self) -> None:
         """Send Haves, one message per file and peer: the first piece after a quiet spell

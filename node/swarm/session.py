@@ -40,6 +40,8 @@ class Session:
     peer_choking: bool = True
     peer_interested: bool = False
     last_unchoked: float | None = None
+    last_asked: float | None = None
+    """When the peer last queued a request with us (its unchoke may be going unused)."""
     in_flight: dict[tuple[bytes, int], tuple[float, int]] = attrs.Factory(dict)
     """(root, first file block) → (when we asked, blocks asked for), for our requests to this
     peer (one per request unit). Change it through `track` / `untrack`."""

@@ -124,6 +124,55 @@ def test_vacancies_are_filled_between_rechokes() -> None:
     assert decision.next_update == 10.0
 
 
+def idle(peers: list[PeerRecord], *ids: bytes) -> list[PeerRecord]:
+    return [attrs.evolve(r, idle=r.node_id in ids) for r in peers]
+
+
+def test_an_idle_peer_is_choked_for_a_waiting_peer() -> None:
+    choker = Choker()
+    rng = random.Random(0)
+    peers = swarm("9i 8i 7i 6i 5i 4i 3i 2i")
+    peers = apply(peers, choker.update(peers, 0.0, rng), 0.0)
+    decision = choker.update(idle(peers, b"p0"), 3.0, rng)  # between rechokes
+    assert decision.choke == (b"p0",)
+    assert b"p0" not in decision.regular and len(decision.regular) == 4
+    assert len(decision.unchoke) == 1 and decision.unchoke[0] not in unchoked(peers)
+    assert decision.next_update == 10.0
+
+
+def test_a_peer_choked_for_being_idle_that_asks_again_wins_back_its_slot() -> None:
+    choker = Choker()
+    rng = random.Random(0)
+    peers = swarm("9i 8i 7i 6i 5i 4i 3i 2i")
+    peers = apply(peers, choker.update(peers, 0.0, rng), 0.0)
+    peers = apply(peers, choker.update(idle(peers, b"p0"), 3.0, rng), 3.0)
+    rechoke = choker.update(peers, 10.0, rng)  # p0 is interested, and gives fastest
+    assert rechoke.regular[0] == b"p0" and b"p0" in rechoke.unchoke
+
+
+def test_an_idle_optimistic_peer_is_replaced() -> None:
+    choker = Choker()
+    rng = random.Random(0)
+    peers = swarm("9i 8i 7i 6i 5i 4i 3i 2i")
+    first = choker.update(peers, 0.0, rng)
+    peers = apply(peers, first, 0.0)
+    assert first.optimistic is not None
+    decision = choker.update(idle(peers, first.optimistic), 3.0, rng)
+    assert decision.choke == (first.optimistic,)
+    assert decision.optimistic not in (None, first.optimistic)
+
+
+def test_an_idle_peer_keeps_its_slot_while_nobody_waits() -> None:
+    choker = Choker()
+    rng = random.Random(0)
+    peers = swarm("9i 8i 7i 6i 5- 4-")
+    peers = apply(peers, choker.update(peers, 0.0, rng), 0.0)
+    decision = choker.update(idle(peers, b"p0"), 3.0, rng)
+    assert decision.choke == () and b"p0" in decision.regular
+    rechoke = choker.update(idle(peers, b"p0"), 10.0, rng)
+    assert rechoke.choke == () and b"p0" in rechoke.regular  # ranked last, but a slot is free
+
+
 def test_seeding_rotation_serves_every_peer() -> None:
     peers = swarm(" ".join(f"{rate}i" for rate in (50, 40, 30, 20, 10, 5, 4, 3, 2, 1, 1, 1)))
     peers = [attrs.evolve(r, download_rate_from_them=0.0) for r in peers]  # we only seed
