@@ -46,7 +46,7 @@ from node.swarm.metaqueue import MetadataQueue
 from node.swarm.pacer import UploadPacer
 from node.swarm.pex import contacts_to_add, due_for_pex
 from node.swarm.reveal import MIN_WINDOW_PIECES, PeerReveal, RevealedFile
-from node.swarm.session import STRIKES_TO_BAN, Session
+from node.swarm.session import IDLE_UNCHOKE_SECONDS, STRIKES_TO_BAN, Session
 from node.swarm.storeapi import SwarmStore
 from node.swarm.transfer import FileDownload, PieceCache, check_manifest
 from wire.container import Manifest, decode_manifest
@@ -127,9 +127,6 @@ WRITE_BATCH_BYTES: Final = 8 * 1024 * 1024
 MAX_PEERS_PER_DOWNLOAD: Final = 40
 """Discovery dials until this many connections are in a download's swarm."""
 MAX_PEX_KEPT: Final = 500
-IDLE_UNCHOKE_SECONDS: Final = 2.0
-"""An unchoked peer that asks nothing of us this long gives its slot to another
-(`node.choker`, idle slots)."""
 HAVE_BATCH_SECONDS: Final = 0.1
 """After a Have goes, the pieces verified within this long wait to go in one message."""
 INDEX_BATCH_SECONDS: Final = 0.25
@@ -1338,7 +1335,7 @@ class SwarmEngine:
                     else 0.0,
                     last_unchoked=session.last_unchoked,
                     connected_at=session.connected_at,
-                    idle=self._unchoke_unused(session, now),
+                    idle=session.unchoke_unused(now),
                 )
                 for session in self.sessions.values()
                 if session.peer_interested or not session.am_choking
@@ -1365,13 +1362,6 @@ class SwarmEngine:
             with trio.move_on_at(max(wake, now + 0.5)):
                 await self._choke_wakeup.wait()
             self._choke_wakeup = trio.Event()
-
-    def _unchoke_unused(self, session: Session, now: float) -> bool:
-        """Unchoked for IDLE_UNCHOKE_SECONDS or more, and nothing asked of us in that time."""
-        if session.am_choking or session.uploads:
-            return False
-        since = max(session.last_unchoked or -math.inf, session.last_asked or -math.inf)
-        return now - since >= IDLE_UNCHOKE_SECONDS
 
     async def _have_loop(self) -> None:
         """Send Haves, one message per file and peer: the first piece after a quiet spell

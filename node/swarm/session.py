@@ -7,6 +7,7 @@ earns by sending blocks that do not verify.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from typing import Final
 
@@ -26,6 +27,9 @@ PEX_FIRST_SECONDS: Final = 3.0
 PEX_PERIOD_SECONDS: Final = 60.0
 """After the first, at most one round of Pex per connection this often (BEP 11)."""
 RECENT_RATE_SECONDS: Final = 3
+IDLE_UNCHOKE_SECONDS: Final = 2.0
+"""An unchoked peer that asks nothing of us this long gives its slot to a waiting one
+(`node.choker`, idle slots)."""
 STRIKES_TO_BAN: Final = 3
 """Blocks that failed their proof before a peer is disconnected and banned."""
 
@@ -87,6 +91,13 @@ class Session:
         self.uploaded = RateMeter(start=start)
         self.recent_down = RateMeter(RECENT_RATE_SECONDS, start=start)
         self.recent_up = RateMeter(RECENT_RATE_SECONDS, start=start)
+
+    def unchoke_unused(self, now: float) -> bool:
+        """Unchoked for IDLE_UNCHOKE_SECONDS or more, with nothing asked of us in that time."""
+        if self.am_choking or self.uploads:
+            return False
+        since = max(self.last_unchoked or -math.inf, self.last_asked or -math.inf)
+        return now - since >= IDLE_UNCHOKE_SECONDS
 
     def track(self, root: bytes, first_block: int, blocks: int, now: float) -> None:
         self.untrack(root, first_block)
