@@ -96,7 +96,10 @@ class Session:
         """Unchoked for IDLE_UNCHOKE_SECONDS or more, with nothing asked of us in that time."""
         if self.am_choking or self.uploads:
             return False
-        since = max(self.last_unchoked or -math.inf, self.last_asked or -math.inf)
+        since = max(
+            -math.inf if self.last_unchoked is None else self.last_unchoked,
+            -math.inf if self.last_asked is None else self.last_asked,
+        )
         return now - since >= IDLE_UNCHOKE_SECONDS
 
     def track(self, root: bytes, first_block: int, blocks: int, now: float) -> None:

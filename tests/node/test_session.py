@@ -23,6 +23,8 @@ def test_an_unchoke_is_unused_once_the_peer_asked_nothing_for_the_idle_time() ->
     session = unchoked_at(10.0)
     assert not session.unchoke_unused(10.0 + IDLE_UNCHOKE_SECONDS - 0.01)
     assert session.unchoke_unused(10.0 + IDLE_UNCHOKE_SECONDS)
+    at_zero = unchoked_at(0.0)  # a clock that starts at zero (the simulator's) counts too
+    assert not at_zero.unchoke_unused(IDLE_UNCHOKE_SECONDS - 0.01)
 
 
 def test_a_recent_request_or_one_still_queued_keeps_the_unchoke_in_use() -> None:
