@@ -17,7 +17,7 @@ connections, a seed above all:
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from typing import Final, TypeVar
 
 from node.swarm.session import Session
@@ -45,18 +45,17 @@ def due_for_pex(
 
 def contacts_to_add(
     members: Mapping[bytes, Contact],
-    told: Iterable[bytes],
+    told: Container[bytes],
     recipient: bytes,
     rng: random.Random,
     limit: int = PEX_ADDED_PER_MESSAGE,
 ) -> list[Contact]:
     """Members (node id → contact) the recipient was not told of, a random `limit` of them
     if there are more, in the order of `members`."""
-    told_set = set(told)
     fresh = [
         contact
         for node_id, contact in members.items()
-        if node_id != recipient and node_id not in told_set
+        if node_id != recipient and node_id not in told
     ]
     if len(fresh) <= limit:
         return fresh

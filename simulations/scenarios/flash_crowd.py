@@ -17,9 +17,9 @@ Reported: completion times (from the instant every leecher asked) at p50, p90 an
 Kumar-Ross fluid lower bound T_min = max(F/u_s, F/d_min, N*F/(u_s + sum u_i)) computed from
 the capacities actually drawn, and `bound_ratio` = last completion / T_min; beside it
 `piece_floor_ratio`, what the file's division into M pieces alone costs against that fluid
-bound (see `piece_floor_ratio`); the copies of the
-file the seed uploaded; upload utilisation; blocks rejected; connections per node; where
-the time goes before data flows (metadata, first piece); message counts by type.
+bound; the copies of the file the seed uploaded; upload utilisation; blocks rejected;
+connections per node; where the time goes before data flows (metadata, first piece); message
+counts by type.
 """
 
 from __future__ import annotations

@@ -128,11 +128,15 @@ def idle(peers: list[PeerRecord], *ids: bytes) -> list[PeerRecord]:
     return [attrs.evolve(r, idle=r.node_id in ids) for r in peers]
 
 
+def after_first_rechoke(spec: str) -> tuple[Choker, random.Random, list[PeerRecord]]:
+    """A default choker that made its first decision at 0 s, applied to `swarm(spec)`."""
+    choker, rng = Choker(), random.Random(0)
+    peers = swarm(spec)
+    return choker, rng, apply(peers, choker.update(peers, 0.0, rng), 0.0)
+
+
 def test_an_idle_peer_is_choked_for_a_waiting_peer() -> None:
-    choker = Choker()
-    rng = random.Random(0)
-    peers = swarm("9i 8i 7i 6i 5i 4i 3i 2i")
-    peers = apply(peers, choker.update(peers, 0.0, rng), 0.0)
+    choker, rng, peers = after_first_rechoke("9i 8i 7i 6i 5i 4i 3i 2i")
     decision = choker.update(idle(peers, b"p0"), 3.0, rng)  # between rechokes
     assert decision.choke == (b"p0",)
     assert b"p0" not in decision.regular and len(decision.regular) == 4
@@ -141,32 +145,22 @@ def test_an_idle_peer_is_choked_for_a_waiting_peer() -> None:
 
 
 def test_a_peer_choked_for_being_idle_that_asks_again_wins_back_its_slot() -> None:
-    choker = Choker()
-    rng = random.Random(0)
-    peers = swarm("9i 8i 7i 6i 5i 4i 3i 2i")
-    peers = apply(peers, choker.update(peers, 0.0, rng), 0.0)
+    choker, rng, peers = after_first_rechoke("9i 8i 7i 6i 5i 4i 3i 2i")
     peers = apply(peers, choker.update(idle(peers, b"p0"), 3.0, rng), 3.0)
     rechoke = choker.update(peers, 10.0, rng)  # p0 is interested, and gives fastest
     assert rechoke.regular[0] == b"p0" and b"p0" in rechoke.unchoke
 
 
 def test_an_idle_optimistic_peer_is_replaced() -> None:
-    choker = Choker()
-    rng = random.Random(0)
-    peers = swarm("9i 8i 7i 6i 5i 4i 3i 2i")
-    first = choker.update(peers, 0.0, rng)
-    peers = apply(peers, first, 0.0)
-    assert first.optimistic is not None
-    decision = choker.update(idle(peers, first.optimistic), 3.0, rng)
-    assert decision.choke == (first.optimistic,)
-    assert decision.optimistic not in (None, first.optimistic)
+    choker, rng, peers = after_first_rechoke("9i 8i 7i 6i 5i 4i 3i 2i")
+    optimistic = next(r.node_id for r in peers[4:] if not r.choked)  # p0-p3 are the regulars
+    decision = choker.update(idle(peers, optimistic), 3.0, rng)
+    assert decision.choke == (optimistic,)
+    assert decision.optimistic not in (None, optimistic)
 
 
 def test_an_idle_peer_keeps_its_slot_while_nobody_waits() -> None:
-    choker = Choker()
-    rng = random.Random(0)
-    peers = swarm("9i 8i 7i 6i 5- 4-")
-    peers = apply(peers, choker.update(peers, 0.0, rng), 0.0)
+    choker, rng, peers = after_first_rechoke("9i 8i 7i 6i 5- 4-")
     decision = choker.update(idle(peers, b"p0"), 3.0, rng)
     assert decision.choke == () and b"p0" in decision.regular
     rechoke = choker.update(idle(peers, b"p0"), 10.0, rng)
