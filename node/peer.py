@@ -152,11 +152,13 @@ class PeerConnection:
             await self._close_stream()
         return reason or self.close_reason or "closed"
 
-    async def send_extension(self, name: str, payload: bytes) -> None:
-        """Queue an extension message; waits while the peer is slow. Raises PeerGone."""
+    async def send_extension(self, name: str, *payloads: bytes) -> None:
+        """Queue extension messages, in order and all at once (nothing else sent on this
+        connection comes between them); waits while the peer is slow. Raises PeerGone."""
         if not self.is_open:
             raise PeerGone(self.close_reason or "connection is not open")
-        self.core.send_extension(name, payload)
+        for payload in payloads:
+            self.core.send_extension(name, payload)
         self._writer_wakeup.set()
         while self.core.pending_bytes > HIGH_WATER_BYTES and not self._closed.is_set():
             await self._drained.wait()

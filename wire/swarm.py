@@ -79,6 +79,9 @@ MAX_HAVE_FILES: Final = 4096
 more exceptions to `held_default` follows up with per-root messages."""
 MAX_HAVE_PIECES: Final = 4096
 """Pieces named in one Have (at most ~20 KB); a longer list goes in several messages."""
+MAX_FILE_ALIASES: Final = 1024
+"""File aliases one side of a connection may have at once (`FileAlias`): 1,024 roots at most
+~150 KB of table per connection; a sender with more files in play rebinds the least used."""
 MAX_BITFIELD_BYTES: Final = 1024 * 1024
 """8,388,608 pieces: a file up to 128 GiB at 16 KiB pieces. Larger files are described at a
 coarser piece length, which a Bitfield may choose freely."""
@@ -346,10 +349,33 @@ class Have(SwarmRecord):
     )
 
     def validate(self) -> None:
-        if not self.pieces:
-            raise DecodeError("Have: no pieces")
-        if any(a >= b for a, b in itertools.pairwise(self.pieces)):
-            raise DecodeError("Have: pieces not in strictly ascending order")
+        _check_have_pieces("Have", self.pieces)
+
+
+@attrs.frozen
+class FileAlias(SwarmRecord):
+    """From now on, in the sender's `HaveByAlias` messages on this connection, `number` means
+    this root counted in this piece length. Numbers are given from 0 up, each the next one or
+    one already given (which rebinds it), and stay below MAX_FILE_ALIASES (`wire.aliases`).
+    A Have names its file by a 32-byte root; by alias it is ~50 bytes shorter, and Haves are
+    most of a swarm's messages."""
+
+    number: int = attrs.field(metadata=spec(UInt(maximum=MAX_FILE_ALIASES - 1)))
+    root: bytes = attrs.field(metadata=spec(_ROOT))
+    piece_length: int = attrs.field(metadata=spec(PieceLength()))
+
+
+@attrs.frozen
+class HaveByAlias(SwarmRecord):
+    """`Have` for the file and piece length the sender's `FileAlias` gave this number."""
+
+    file: int = attrs.field(metadata=spec(UInt(maximum=MAX_FILE_ALIASES - 1)))
+    pieces: tuple[int, ...] = attrs.field(
+        metadata=spec(ListOf(UInt(maximum=MAX_PIECE_INDEX), MAX_HAVE_PIECES))
+    )
+
+    def validate(self) -> None:
+        _check_have_pieces("HaveByAlias", self.pieces)
 
 
 @attrs.frozen
@@ -600,6 +626,13 @@ class Pex(SwarmRecord):
         _unique("Pex", [peer.node_id for peer in self.added], self.dropped)
 
 
+def _check_have_pieces(name: str, pieces: tuple[int, ...]) -> None:
+    if not pieces:
+        raise DecodeError(f"{name}: no pieces")
+    if any(a >= b for a, b in itertools.pairwise(pieces)):
+        raise DecodeError(f"{name}: pieces not in strictly ascending order")
+
+
 # -- the codec -----------------------------------------------------------------------------------
 
 IndexMessage = Summary | Wants | Holding | HaveContainer
@@ -612,6 +645,8 @@ SwarmMessage = (
     | HaveNone
     | Bitfield
     | Have
+    | FileAlias
+    | HaveByAlias
     | Choke
     | Unchoke
     | Interested
@@ -636,6 +671,8 @@ MESSAGE_TYPES: Final[dict[type[Any], int]] = {
     HaveNone: 0x11,
     Bitfield: 0x12,
     Have: 0x13,
+    FileAlias: 0x14,
+    HaveByAlias: 0x15,
     Choke: 0x20,
     Unchoke: 0x21,
     Interested: 0x22,

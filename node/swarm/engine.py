@@ -65,10 +65,12 @@ from wire.swarm import (
     Block,
     Cancel,
     Choke,
+    FileAlias,
     GetLayer,
     GetManifest,
     Have,
     HaveAll,
+    HaveByAlias,
     HaveContainer,
     HaveNone,
     Holding,
@@ -362,11 +364,13 @@ class SwarmEngine:
                 download.metadata_from = None
                 await self._fetch_metadata(download)
 
-    async def _send(self, session: Session, message: Any) -> None:
+    async def _send(self, session: Session, *messages: Any) -> None:
+        """Queue `messages` together: nothing else on the connection goes between them."""
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("to %s: %s", session.node_id.hex()[:8], type(message).__name__)
+            for message in messages:
+                log.debug("to %s: %s", session.node_id.hex()[:8], type(message).__name__)
         with contextlib.suppress(PeerGone):
-            await session.peer.send_extension(EXTENSION_NAME, encode(message))
+            await session.peer.send_extension(EXTENSION_NAME, *map(encode, messages))
 
     async def _flush_index(self, session: Session) -> None:
         for message in session.index.flush():
@@ -411,6 +415,9 @@ class SwarmEngine:
         if log.isEnabledFor(logging.DEBUG) and not isinstance(message, Block):
             log.debug("from %s: %s", session.node_id.hex()[:8], type(message).__name__)
         now = self.network.now()
+        if isinstance(message, HaveByAlias):
+            root, piece_length = session.aliases_in.resolve(message)
+            message = Have(root, piece_length, message.pieces)
         if isinstance(message, Block):
             await self._on_block(session, message, now)
         elif isinstance(message, Request):
@@ -436,6 +443,8 @@ class SwarmEngine:
                         for piece in message.pieces:
                             reveal.peer_has(piece)
                     await self._reveal_more(session, message.root)
+        elif isinstance(message, FileAlias):
+            session.aliases_in.declare(message)
         elif isinstance(message, Choke):
             session.peer_choking = True
             for root, first in list(session.in_flight):
@@ -560,10 +569,14 @@ class SwarmEngine:
     async def _send_haves(
         self, session: Session, root: bytes, piece_length: int, pieces: list[int]
     ) -> None:
+        """Haves name the file by this connection's alias for it (declared first if new)."""
         pieces = sorted(pieces)
         for start in range(0, len(pieces), MAX_HAVE_PIECES):
             chunk = tuple(pieces[start : start + MAX_HAVE_PIECES])
-            await self._send(session, Have(root, piece_length, chunk))
+            number, declaration = session.aliases_out.number_for(root, piece_length)
+            have = HaveByAlias(number, chunk)
+            # Together, so that no other Have rebinds the number between the two.
+            await self._send(session, *((declaration, have) if declaration else (have,)))
 
     def _stop_revealing(self, session: Session, root: bytes) -> None:
         reveal = session.reveals.pop(root, None)

@@ -17,6 +17,7 @@ import trio
 from node.choker import RateMeter
 from node.peer import PeerConnection
 from node.swarm.reveal import PeerReveal
+from wire.aliases import IncomingAliases, OutgoingAliases
 from wire.index import IndexExchange
 from wire.swarm import HaveContainer, Request
 
@@ -59,6 +60,10 @@ class Session:
     pending_haves: dict[tuple[bytes, int], list[int]] = attrs.Factory(dict)
     """(root, piece length) → pieces verified that this peer has not been told of yet
     (`SwarmEngine._have_loop` sends them together)."""
+    aliases_out: OutgoingAliases = attrs.Factory(OutgoingAliases)
+    """The numbers our Haves name files by on this connection (`wire.aliases`)."""
+    aliases_in: IncomingAliases = attrs.Factory(IncomingAliases)
+    """The numbers the peer's Haves name files by."""
     uploads: deque[Request] = attrs.Factory(deque)
     upload_wakeup: trio.Event = attrs.Factory(trio.Event)
     downloaded: RateMeter = attrs.field(init=False)

@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import trio
 import trio.lowlevel
 
+from node.peer import PeerConnection
 from node.realnet import TrioNetwork
 from node.swarm.engine import SwarmEngine
 from node.swarm.session import Session
 from wire.merkle import BLOCK_SIZE
-from wire.swarm import Cancel, GetLayer, GetManifest, Layer, Request
+from wire.swarm import (
+    EXTENSION_NAME,
+    Cancel,
+    GetLayer,
+    GetManifest,
+    HaveByAlias,
+    Layer,
+    Request,
+    decode,
+    encode,
+)
 from wire.swarm import Manifest as ManifestChunk
 
 from .swarm_helpers import add_folder, make_folder, swarm_node, tcp_address
@@ -409,3 +421,85 @@ async def test_three_nodes_share_overlapping_containers_one_connection_each(tmp_
         for name in ("c1", "c2", "c3"):
             record = store.get(ids[name])
             assert record is not None and record.state == "complete", name
+
+
+class Recording(SwarmEngine):
+    """Notes the type of every swarm message it receives."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.received: list[str] = []
+
+    async def _on_message(self, peer: PeerConnection, payload: memoryview) -> None:
+        self.received.append(type(decode(payload)).__name__)
+        await super()._on_message(peer, payload)
+
+
+async def test_haves_name_a_file_by_its_alias_after_one_declaration(tmp_path: Path) -> None:
+    source = tmp_path / "data"
+    make_folder(source, {"big.bin": 2_000_000})
+    async with (
+        TrioNetwork(seed=5) as network,
+        trio.open_nursery() as nursery,
+        swarm_node("seed", tmp_path, network, nursery) as (seed, seeder, seed_store),
+        swarm_node("leech", tmp_path, network, nursery, engine_class=Recording) as (
+            _,
+            engine,
+            _,
+        ),
+    ):
+        container_id = await add_folder(seed_store, source)
+        await seeder.share(container_id)
+        with trio.fail_after(30):
+            download = await engine.get(container_id, peers=[tcp_address(seed)])
+            await download.done.wait()
+        assert download.state == "complete"
+        assert isinstance(engine, Recording)
+        # The seed shows the file a few pieces at a time: every piece it adds is a Have,
+        # and every one names the file by the number declared once.
+        received = engine.received
+        assert received.count("HaveByAlias") >= 5
+        assert received.count("FileAlias") == 1
+        assert received.index("FileAlias") < received.index("HaveByAlias")
+        assert "Have" not in received
+
+
+class UndeclaredAlias(SwarmEngine):
+    """Sends a Have naming a file alias it never declared, and notes how its connections end."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.close_reasons: list[str] = []
+        self.disconnected = trio.Event()
+
+    async def _on_connected(self, peer: PeerConnection) -> None:
+        await super()._on_connected(peer)
+        await peer.send_extension(EXTENSION_NAME, encode(HaveByAlias(7, (0,))))
+
+    async def _on_disconnected(self, peer: PeerConnection) -> None:
+        self.close_reasons.append(peer.close_reason or "")
+        self.disconnected.set()
+        await super()._on_disconnected(peer)
+
+
+async def test_a_have_naming_an_undeclared_alias_closes_that_connection(tmp_path: Path) -> None:
+    source = tmp_path / "data"
+    make_folder(source, {"big.bin": 300_000})
+    async with (
+        TrioNetwork(seed=6) as network,
+        trio.open_nursery() as nursery,
+        swarm_node("bad", tmp_path, network, nursery, engine_class=UndeclaredAlias) as (
+            bad,
+            bad_engine,
+            bad_store,
+        ),
+        swarm_node("good", tmp_path, network, nursery) as (_, engine, _),
+    ):
+        container_id = await add_folder(bad_store, source)
+        await bad_engine.share(container_id)
+        assert isinstance(bad_engine, UndeclaredAlias)
+        await engine.get(container_id, peers=[tcp_address(bad)])
+        with trio.fail_after(10):
+            await bad_engine.disconnected.wait()
+        # The receiver said why in its Goodbye (it may dial again later: the peer is a hint).
+        assert "file alias 7, never declared" in bad_engine.close_reasons[0]

@@ -18,6 +18,7 @@ from wire.swarm import (
     BLOCK_HEADER_SIZE,
     MANIFEST_CHUNK,
     MAX_BLOCK_DATA,
+    MAX_FILE_ALIASES,
     MAX_HAVE_FILES,
     MAX_HAVE_PIECES,
     MAX_IDS_PER_MESSAGE,
@@ -30,10 +31,12 @@ from wire.swarm import (
     Block,
     Cancel,
     Choke,
+    FileAlias,
     GetLayer,
     GetManifest,
     Have,
     HaveAll,
+    HaveByAlias,
     HaveContainer,
     HaveNone,
     Holding,
@@ -159,6 +162,17 @@ STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
         piece_length=piece_lengths,
         pieces=st.lists(u32, min_size=1, max_size=50, unique=True).map(lambda p: tuple(sorted(p))),
     ),
+    FileAlias: st.builds(
+        FileAlias,
+        number=st.integers(0, MAX_FILE_ALIASES - 1),
+        root=ids,
+        piece_length=piece_lengths,
+    ),
+    HaveByAlias: st.builds(
+        HaveByAlias,
+        file=st.integers(0, MAX_FILE_ALIASES - 1),
+        pieces=st.lists(u32, min_size=1, max_size=50, unique=True).map(lambda p: tuple(sorted(p))),
+    ),
     Choke: st.just(Choke()),
     Unchoke: st.just(Unchoke()),
     Interested: st.just(Interested()),
@@ -266,6 +280,15 @@ def test_msgpack_body_layout_byte_for_byte() -> None:
         + root
     )
     assert encode(Choke()) == b"\x20\x80"
+
+
+def test_a_have_by_alias_is_a_quarter_of_a_have() -> None:
+    # The example in docs/protocol.md 5.5: the same pieces as above, the file named by alias 3.
+    assert encode(HaveByAlias(3, (5, 300))) == (
+        b"\x15\x82" + b"\xa4file\x03" + b"\xa6pieces\x92\x05\xcd\x01\x2c"
+    )
+    assert len(encode(HaveByAlias(3, (5, 300)))) == 20
+    assert len(encode(Have(bytes(32), 16384, (5, 300)))) == 69
 
 
 def test_a_block_verifies_against_the_piece_layer_with_the_requested_proof() -> None:
@@ -503,6 +526,11 @@ def test_unknown_types_are_reported_for_skipping(kind: int) -> None:
         Have(R, 1000, (0,)),
         Have(R, 1 << 14, ()),
         Have(R, 1 << 14, (3, 3)),
+        HaveByAlias(0, ()),
+        HaveByAlias(0, (4, 2)),
+        HaveByAlias(MAX_FILE_ALIASES, (1,)),
+        FileAlias(MAX_FILE_ALIASES, R, 1 << 14),
+        FileAlias(0, R, 1000),
         Manifest(R, 0, 5, b"1234"),
         Pex(R, (PeerAddress(R, "2001:DB8::1", 1),), ()),
         Pex(R, (PeerAddress(R, "example.org", 1),), ()),
