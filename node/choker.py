@@ -10,6 +10,15 @@ are *unchoked* at a time. The rules are BitTorrent's, as refined by mainline and
   pieces and how we discover peers faster than our current partners. Newly connected peers are
   `new_peer_weight` (3) times as likely to be chosen, as in BitTorrent, because they are the
   ones with nothing to offer yet.
+* **The optimistic peer is one that lags**: of `optimistic_choices` (3) peers drawn as above,
+  the one that told us it holds the fewest pieces. Reciprocation gives a slow uploader little
+  (one or two slots earn one or two partners): in a flash crowd such a peer fell behind, had
+  then little that others lacked, was unchoked by none of its 54 peers for seconds, and
+  finished last, seconds after the median. The fluid bound needs every peer to finish
+  together, so the altruistic share of each uplink goes where it evens progress out. Best of
+  three, not the least of all, or every peer would crowd the same laggard. At 100 leechers
+  with 16 KiB pieces the last finish went from 1.61 to 1.52 of the bound (mean of three
+  seeds; the median 0.5 s later); with 64 KiB pieces, whose tail was short, 1.55 to 1.54.
 * **Seeding** (we only upload): download rates mean nothing, so slots go to the peers we upload
   to fastest (they use the bandwidth best) — but a peer that has held a slot for
   `seed_rotation_s` yields it to the peer that has waited longest, so every interested peer is
@@ -54,6 +63,7 @@ import attrs
 
 __all__ = [
     "DEFAULT_NEW_PEER_S",
+    "DEFAULT_OPTIMISTIC_CHOICES",
     "DEFAULT_OPTIMISTIC_INTERVAL_S",
     "DEFAULT_PER_SLOT_RATE",
     "DEFAULT_RATE_WINDOW_S",
@@ -83,6 +93,8 @@ UNKNOWN_CAPACITY_SLOTS: Final = 4
 MAX_SLOTS: Final = 50
 DEFAULT_PER_SLOT_RATE: Final = 64 * 1024
 """Bytes/s of our upload each regular slot should get (see the module docstring)."""
+DEFAULT_OPTIMISTIC_CHOICES: Final = 3
+"""Peers drawn for an optimistic unchoke; the one furthest behind (fewest pieces) wins."""
 DEFAULT_RATE_WINDOW_S: Final = 20
 """Rates are averaged over 20 s: two rechoke periods, so one burst does not win a slot."""
 
@@ -104,6 +116,8 @@ class PeerRecord:
     connected_at: float = 0.0
     idle: bool = False
     """Unchoked, and has asked us for nothing for a while: its slot may go to another peer."""
+    pieces_held: int = 0
+    """Pieces the peer told us it holds of the files we share with it: how far along it is."""
 
 
 @attrs.frozen
@@ -134,11 +148,12 @@ class Choker:
         seed_rotation_s: float = DEFAULT_SEED_ROTATION_S,
         new_peer_s: float = DEFAULT_NEW_PEER_S,
         new_peer_weight: int = DEFAULT_NEW_PEER_WEIGHT,
+        optimistic_choices: int = DEFAULT_OPTIMISTIC_CHOICES,
     ) -> None:
         if per_slot_rate <= 0 or rechoke_interval_s <= 0 or optimistic_interval_s <= 0:
             raise ValueError("rates and intervals must be positive")
-        if new_peer_weight < 1:
-            raise ValueError("new_peer_weight must be at least 1")
+        if new_peer_weight < 1 or optimistic_choices < 1:
+            raise ValueError("new_peer_weight and optimistic_choices must be at least 1")
         self.upload_capacity = upload_capacity
         self.seeding = seeding
         """Set when every download is complete: slots then rotate among the peers we serve."""
@@ -148,6 +163,7 @@ class Choker:
         self.seed_rotation_s = seed_rotation_s
         self.new_peer_s = new_peer_s
         self.new_peer_weight = new_peer_weight
+        self.optimistic_choices = optimistic_choices
         self._next_rechoke: float | None = None
         self._regular: list[bytes] = []
         self._optimistic: bytes | None = None
@@ -282,7 +298,8 @@ class Choker:
         rng: random.Random,
         exclude: Sequence[bytes] = (),
     ) -> None:
-        """A weighted draw among choked interested peers without a regular slot."""
+        """Among choked interested peers without a regular slot: `optimistic_choices` weighted
+        draws, and the drawn peer with the fewest pieces wins (the first drawn on a tie)."""
         regular = dict.fromkeys([*self._regular, *exclude])
         candidates = [r for r in peers if r.interested and r.choked and r.node_id not in regular]
         self._optimistic = None
@@ -292,12 +309,18 @@ class Choker:
             self.new_peer_weight if now - r.connected_at < self.new_peer_s else 1
             for r in candidates
         ]
-        draw = rng.randrange(sum(weights))
-        for record, weight in zip(candidates, weights, strict=True):
-            if draw < weight:
-                self._optimistic = record.node_id
-                break
-            draw -= weight
+        total = sum(weights)
+        best: PeerRecord | None = None
+        for _ in range(self.optimistic_choices):
+            draw = rng.randrange(total)
+            for record, weight in zip(candidates, weights, strict=True):
+                if draw < weight:
+                    if best is None or record.pieces_held < best.pieces_held:
+                        best = record
+                    break
+                draw -= weight
+        if best is not None:
+            self._optimistic = best.node_id
         self._optimistic_until = now + self.optimistic_interval_s
 
 

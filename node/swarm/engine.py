@@ -46,7 +46,7 @@ from node.swarm.metaqueue import MetadataQueue
 from node.swarm.pacer import UploadPacer
 from node.swarm.pex import contacts_to_add, due_for_pex
 from node.swarm.reveal import MIN_WINDOW_PIECES, PeerReveal, RevealedFile
-from node.swarm.session import IDLE_UNCHOKE_SECONDS, STRIKES_TO_BAN, Session
+from node.swarm.session import ALL_PIECES, IDLE_UNCHOKE_SECONDS, STRIKES_TO_BAN, Session
 from node.swarm.storeapi import SwarmStore
 from node.swarm.transfer import FileDownload, PieceCache, check_manifest
 from wire.container import Manifest, decode_manifest
@@ -635,6 +635,14 @@ class SwarmEngine:
     def _on_availability(self, session: Session, message: Any) -> None:
         root = message.root
         session.roots_seen.add(root)
+        if isinstance(message, HaveAll):
+            session.peer_holds(root, ALL_PIECES)
+        elif isinstance(message, HaveNone):
+            session.peer_holds(root, 0)
+        elif isinstance(message, Bitfield):
+            session.peer_holds(root, int.from_bytes(message.bits).bit_count())
+        else:
+            session.peer_holds(root, len(message.pieces), added=True)
         file = self.files.get(root)
         if isinstance(message, HaveAll):
             self._peer_has_all(session, root)
@@ -1349,6 +1357,7 @@ class SwarmEngine:
                     last_unchoked=session.last_unchoked,
                     connected_at=session.connected_at,
                     idle=session.unchoke_unused(now),
+                    pieces_held=session.pieces_held_total,
                 )
                 for session in self.sessions.values()
                 if session.peer_interested or not session.am_choking

@@ -31,6 +31,8 @@ RECENT_RATE_SECONDS: Final = 3
 IDLE_UNCHOKE_SECONDS: Final = 2.0
 """An unchoked peer that asks nothing of us this long gives its slot to a waiting one
 (`node.choker`, idle slots)."""
+ALL_PIECES: Final = 1 << 32
+"""What a HaveAll counts as in `Session.pieces_held` (more than any file has)."""
 STRIKES_TO_BAN: Final = 3
 """Blocks that failed their proof before a peer is disconnected and banned."""
 
@@ -55,6 +57,10 @@ class Session:
     """Roots we are fetching → how many pieces we lack this peer has (> 0). Interest is
     whether any is left, so a peer that has nothing more for us gets NotInterested and its
     unchoke goes to someone it can help."""
+    pieces_held: dict[bytes, int] = attrs.Factory(dict)
+    """Root → pieces the peer told us it holds (Bitfield, Have; HaveAll counts as
+    `ALL_PIECES`): how far along it is, for the choker."""
+    pieces_held_total: int = 0
     roots_seen: set[bytes] = attrs.Factory(set)
     """Roots this peer told us anything about (they get our Have messages)."""
     pending_haves: dict[tuple[bytes, int], list[int]] = attrs.Factory(dict)
@@ -141,3 +147,10 @@ class Session:
             if request.root == root and request.block_index == block_index:
                 self.uploads.remove(request)
                 return
+
+    def peer_holds(self, root: bytes, pieces: int, *, added: bool = False) -> None:
+        """The peer holds `pieces` of `root` (or `pieces` more, if `added`)."""
+        before = self.pieces_held.get(root, 0)
+        after = min(ALL_PIECES, before + pieces if added else pieces)
+        self.pieces_held[root] = after
+        self.pieces_held_total += after - before

@@ -111,6 +111,30 @@ def test_new_peers_are_three_times_as_likely_to_be_optimistic() -> None:
     assert 0.52 < wins[b"p4"] / 3000 < 0.68  # 3 / (3 + 1 + 1) = 0.6
 
 
+def test_the_optimistic_peer_is_most_often_one_that_lags() -> None:
+    wins: Counter[bytes] = Counter()
+    for seed in range(2000):
+        peers = swarm("9i 8i 7i 6i " + "0i " * 10)  # p4..p13 compete for the optimistic slot
+        for index in range(4, 14):
+            peers[index] = attrs.evolve(peers[index], pieces_held=(index - 4) * 10)
+        wins[Choker().update(peers, 0.0, random.Random(seed)).optimistic or b""] += 1
+    # Best of three draws among ten: the one furthest behind wins 1 - 0.9^3 = 27 % of the time,
+    # the one furthest ahead 0.1 %.
+    assert 0.23 < wins[b"p4"] / 2000 < 0.31
+    assert wins[b"p13"] < 10
+    assert wins[b"p4"] > wins[b"p5"] > wins[b"p8"] > wins[b"p12"]
+    # Peers ahead still get a turn now and then, and one draw alone is uniform.
+    assert {b"p%d" % i for i in range(4, 12)} <= set(wins)
+    single: Counter[bytes] = Counter()
+    for seed in range(2000):
+        peers = swarm("9i 8i 7i 6i " + "0i " * 10)
+        for index in range(4, 14):
+            peers[index] = attrs.evolve(peers[index], pieces_held=(index - 4) * 10)
+        choker = Choker(optimistic_choices=1)
+        single[choker.update(peers, 0.0, random.Random(seed)).optimistic or b""] += 1
+    assert max(single.values()) < 1.3 * min(single.values())
+
+
 def test_vacancies_are_filled_between_rechokes() -> None:
     choker = Choker()
     rng = random.Random(0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import cast
 
 from node.peer import PeerConnection
-from node.swarm.session import IDLE_UNCHOKE_SECONDS, Session
+from node.swarm.session import ALL_PIECES, IDLE_UNCHOKE_SECONDS, Session
 from wire.index import IndexExchange
 from wire.swarm import Request
 
@@ -40,3 +40,20 @@ def test_a_choked_peer_holds_no_unchoke_to_be_unused() -> None:
     session = unchoked_at(0.0)
     session.am_choking = True
     assert not session.unchoke_unused(100.0)
+
+
+def test_what_a_peer_holds_is_counted_per_file_and_in_total() -> None:
+    session = unchoked_at(0.0)
+    session.peer_holds(b"a", 10)  # a Bitfield of 10 pieces
+    session.peer_holds(b"a", 3, added=True)  # a Have of 3 more
+    session.peer_holds(b"b", 5)
+    assert session.pieces_held == {b"a": 13, b"b": 5}
+    assert session.pieces_held_total == 18
+    session.peer_holds(b"a", 4)  # a newer Bitfield replaces what was said
+    assert session.pieces_held_total == 9
+    session.peer_holds(b"b", ALL_PIECES)  # HaveAll
+    session.peer_holds(b"b", 1, added=True)  # never beyond "all"
+    assert session.pieces_held[b"b"] == ALL_PIECES
+    assert session.pieces_held_total == 4 + ALL_PIECES
+    session.peer_holds(b"b", 0)  # HaveNone
+    assert session.pieces_held_total == 4

@@ -462,6 +462,9 @@ async def test_haves_name_a_file_by_its_alias_after_one_declaration(tmp_path: Pa
         assert received.count("FileAlias") == 1
         assert received.index("FileAlias") < received.index("HaveByAlias")
         assert "Have" not in received
+        # Each Have counted towards what the seed is known to hold (the choker reads it).
+        shown = received.count("HaveByAlias")
+        assert engine.sessions[seed.node_id].pieces_held_total >= shown
 
 
 class UndeclaredAlias(SwarmEngine):
