@@ -625,6 +625,7 @@ class SwarmEngine:
     # -- availability and interest ------------------------------------------------------------
 
     def _peer_has_all(self, session: Session, root: bytes) -> None:
+        session.peer_holds(root, ALL_PIECES)
         session.roots_seen.add(root)
         if root in self.files:
             self.picker.peer_has_all(session.node_id, root)
@@ -635,13 +636,11 @@ class SwarmEngine:
     def _on_availability(self, session: Session, message: Any) -> None:
         root = message.root
         session.roots_seen.add(root)
-        if isinstance(message, HaveAll):
-            session.peer_holds(root, ALL_PIECES)
-        elif isinstance(message, HaveNone):
+        if isinstance(message, HaveNone):
             session.peer_holds(root, 0)
         elif isinstance(message, Bitfield):
             session.peer_holds(root, int.from_bytes(message.bits).bit_count())
-        else:
+        elif isinstance(message, Have):
             session.peer_holds(root, len(message.pieces), added=True)
         file = self.files.get(root)
         if isinstance(message, HaveAll):
