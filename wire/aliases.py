@@ -26,15 +26,19 @@ FileKey = tuple[bytes, int]
 """A file root and the piece length its pieces are counted in."""
 
 
+def _checked_limit(limit: int) -> int:
+    if not 1 <= limit <= MAX_FILE_ALIASES:
+        raise ValueError(f"the alias limit is 1 to {MAX_FILE_ALIASES}")
+    return limit
+
+
 class OutgoingAliases:
     """The numbers we gave on this connection, least recently used first."""
 
     __slots__ = ("_limit", "_numbers")
 
     def __init__(self, limit: int = MAX_FILE_ALIASES) -> None:
-        if not 1 <= limit <= MAX_FILE_ALIASES:
-            raise ValueError(f"the alias limit is 1 to {MAX_FILE_ALIASES}")
-        self._limit = limit
+        self._limit = _checked_limit(limit)
         self._numbers: OrderedDict[FileKey, int] = OrderedDict()
 
     def __len__(self) -> int:
@@ -62,9 +66,7 @@ class IncomingAliases:
     __slots__ = ("_files", "_limit")
 
     def __init__(self, limit: int = MAX_FILE_ALIASES) -> None:
-        if not 1 <= limit <= MAX_FILE_ALIASES:
-            raise ValueError(f"the alias limit is 1 to {MAX_FILE_ALIASES}")
-        self._limit = limit
+        self._limit = _checked_limit(limit)
         self._files: list[FileKey] = []
 
     def __len__(self) -> int:
