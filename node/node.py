@@ -98,6 +98,8 @@ class Node:
         self._nursery: trio.Nursery | None = None
         self.service_crashes = 0
         self._dialing: dict[StreamAddress, trio.Event] = {}
+        self._accepting = 0
+        """Incoming connections still in their handshake: they count towards `max_peers`."""
         self._dialled: dict[StreamAddress, bytes] = {}
         """The node id last reached at each dialled address (bounded by the peers we dial)."""
         self.provided_keys: dict[bytes, None] = {}
@@ -267,15 +269,21 @@ class Node:
     async def _accept(self, stream: trio.abc.Stream, remote: HostPort) -> None:
         """Listener handler: runs one incoming connection to its end."""
         address = f"{remote[0]}:{remote[1]}"
-        if len(self.peers) >= self.config.max_peers:
+        # Handshakes under way count: a thousand peers dialling at the same instant would
+        # all pass a check of the established ones alone (a flash crowd's seed took 1,000
+        # with a limit of 500, and its uplink carried their setup for over a second).
+        if len(self.peers) + self._accepting >= self.config.max_peers:
             log.info("refusing connection from %s: %d peers already", address, len(self.peers))
             return
         peer = self._new_peer(stream, address, initiator=False, expected=None)
+        self._accepting += 1
         try:
             await peer.handshake()
         except PeerGone as gone:
             log.info("handshake with %s failed: %s", address, gone.reason)
             return
+        finally:
+            self._accepting -= 1
         await self._run_peer(peer)
 
     async def connect(

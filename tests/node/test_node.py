@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 import pytest
 import trio
@@ -33,12 +33,15 @@ async def running(
     keys: tuple[bytes, ...] = (),
     allow_open: bool = True,
     setup: Callable[[Node], None] | None = None,
+    max_peers: int = 500,
 ) -> AsyncIterator[Node]:
     async with TrioNetwork(seed=1) as network:
         node = Node(
             network=network,
             identity=identity(name),
-            config=NodeConfig(listen=listen, capability_keys=keys, allow_open=allow_open),
+            config=NodeConfig(
+                listen=listen, capability_keys=keys, allow_open=allow_open, max_peers=max_peers
+            ),
         )
         if setup is not None:
             setup(node)
@@ -261,3 +264,30 @@ async def test_concurrent_dials_to_one_address_share_one_connection() -> None:
                 nursery.start_soon(dial)
         assert len({id(peer) for peer in results}) == 1
         assert results[0].is_open and list(a.peers) == [b.node_id]
+
+
+async def test_a_burst_of_dials_stays_within_max_peers() -> None:
+    """Handshakes under way count towards the limit: eight peers dialling at the same
+    instant get three connections, not eight (each passed a check of established peers)."""
+    async with AsyncExitStack() as stack:
+        hub = await stack.enter_async_context(running("hub", listen=(LOOPBACK_TCP,), max_peers=3))
+        dialers = [
+            await stack.enter_async_context(running(f"dialer {i}", listen=(LOOPBACK_TCP,)))
+            for i in range(8)
+        ]
+        outcomes: list[str] = []
+
+        async def dial(dialer: Node) -> None:
+            try:
+                await dialer.connect(address_of(hub, "tcp"))
+                outcomes.append("connected")
+            except (OSError, PeerGone):
+                outcomes.append("refused")
+
+        async with trio.open_nursery() as nursery:
+            for dialer in dialers:
+                nursery.start_soon(dial, dialer)
+        await wait_for(lambda: len(hub.peers) == 3)
+        await trio.sleep(0.2)  # nothing more gets in
+        assert len(hub.peers) == 3
+        assert outcomes.count("refused") >= 5
