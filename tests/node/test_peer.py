@@ -26,6 +26,41 @@ Tamper = Callable[[int, bytes], list[bytes | None]]
 """(chunk index, bytes) -> what to do, in order: bytes are forwarded, None cuts the stream."""
 
 
+def connection_pair(
+    network: TrioNetwork,
+    alice_stream: trio.abc.Stream,
+    bob_stream: trio.abc.Stream,
+    *,
+    alice_key: bytes | None = None,
+    bob_keys: tuple[bytes, ...] = (),
+) -> tuple[PeerConnection, PeerConnection]:
+    """Alice dials, Bob answers, each over its own end of a stream pair."""
+    alice = PeerConnection(
+        network=network,
+        stream=alice_stream,
+        core=SecureConnection.initiator(
+            ALICE,
+            ephemeral_private_key=network.crypto_random(32),
+            extensions={"ks.test": 1},
+            capability_key=alice_key,
+        ),
+        remote_address="bob",
+    )
+    bob = PeerConnection(
+        network=network,
+        stream=bob_stream,
+        core=SecureConnection.responder(
+            BOB,
+            ephemeral_private_key=network.crypto_random(32),
+            extensions={"ks.test": 1},
+            capability_keys=bob_keys,
+            allow_open=not bob_keys,
+        ),
+        remote_address="alice",
+    )
+    return alice, bob
+
+
 def make_pair(
     tamper_to_bob: Tamper | None = None,
     *,
@@ -64,28 +99,8 @@ def make_pair(
         nursery.start_soon(relay, alice_far, bob_far, tamper_to_bob, False)
         nursery.start_soon(relay, bob_far, alice_far, None, coalesce_to_alice)
 
-    alice = PeerConnection(
-        network=network,
-        stream=alice_stream,
-        core=SecureConnection.initiator(
-            ALICE,
-            ephemeral_private_key=network.crypto_random(32),
-            extensions={"ks.test": 1},
-            capability_key=alice_key,
-        ),
-        remote_address="bob",
-    )
-    bob = PeerConnection(
-        network=network,
-        stream=bob_stream,
-        core=SecureConnection.responder(
-            BOB,
-            ephemeral_private_key=network.crypto_random(32),
-            extensions={"ks.test": 1},
-            capability_keys=bob_keys,
-            allow_open=not bob_keys,
-        ),
-        remote_address="alice",
+    alice, bob = connection_pair(
+        network, alice_stream, bob_stream, alice_key=alice_key, bob_keys=bob_keys
     )
     return alice, bob, start_relays
 
@@ -287,3 +302,56 @@ async def test_reader_and_writer_never_send_at_once() -> None:
                 await trio.sleep(0.01)
         await alice.aclose("done")
     assert len(got) == 200
+
+
+class StallingStream(trio.abc.Stream):
+    """A stream whose sends block for good once `stall()` is called: what a TCP socket does
+    when the peer stops reading and both buffers are full."""
+
+    def __init__(self, inner: trio.abc.Stream) -> None:
+        self.inner = inner
+        self.stalled = False
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        if self.stalled:
+            await trio.sleep_forever()
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        return await self.inner.receive_some(max_bytes)
+
+    async def send_eof(self) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_a_peer_that_stops_reading_is_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A send that cannot finish within SEND_TIMEOUT_SECONDS (the peer stopped reading, the
+    buffers are full) ends the connection with that reason, rather than holding the writer,
+    and every message queued for this peer, forever."""
+    monkeypatch.setattr(node.peer, "SEND_TIMEOUT_SECONDS", 0.5)
+    network = TrioNetwork(seed=0)
+    alice_end, bob_end = trio.testing.memory_stream_pair()
+    alice_stream = StallingStream(alice_end)
+    alice, bob = connection_pair(network, alice_stream, bob_end)
+    outcome = await handshake_both(alice, bob)
+    assert outcome["alice"].node_id == BOB.node_id  # type: ignore[attr-defined]
+    alice_stream.stalled = True
+    reason: list[str] = []
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+
+            async def run_alice() -> None:
+                reason.append(await alice.run())
+
+            nursery.start_soon(run_alice)
+            await alice.send_extension("ks.test", b"never read")
+    assert reason == ["peer stopped reading"]
+    with pytest.raises(PeerGone):
+        await alice.send_extension("ks.test", b"too late")
+    await bob.aclose("done")
