@@ -105,9 +105,14 @@ DIAL_RETRY_SECONDS: Final = 60.0
 DISCOVERY_PERIOD_SECONDS: Final = 30.0
 METADATA_RETRY_SECONDS: Final = 60.0
 """A peer that could not give us a container's metadata is not asked again for this long."""
-METADATA_PATIENCE_SECONDS: Final = 1.5
-"""A metadata request unanswered this long is asked of another holder, or asked again
-(holders drop requests that waited over `metaqueue.STALE_SECONDS`)."""
+METADATA_PATIENCE_SECONDS: Final = 0.5
+"""A metadata request unanswered this long (or `METADATA_PATIENCE_ROUND_TRIPS` round trips to
+that holder, if longer) is asked of another holder, or asked again (holders drop requests
+that waited over `metaqueue.STALE_SECONDS`). A flash crowd's first askers all queue at the
+seed; the sooner they turn to the peers already served, the sooner the seed's uplink is free
+for pieces: at 1,000 leechers with 1.5 s, the last had the metadata at 4.6 s, with 0.5 s
+(and holders picked at random) at 1.75 s."""
+METADATA_PATIENCE_ROUND_TRIPS: Final = 4
 METADATA_SLOW_RETRY_SECONDS: Final = 3.0
 """A holder we left for being slow is not asked again for this long (if others hold it)."""
 METADATA_CHECK_SECONDS: Final = 0.5
@@ -985,12 +990,17 @@ class SwarmEngine:
         await self._ask_metadata(source, download)
 
     def _metadata_sources(self, download: Download, now: float) -> Iterator[Session]:
-        """Connected peers that hold the container and may be asked for its metadata now."""
-        for session in self.sessions.values():
-            if download.container_id in session.holdings and (
-                download.metadata_failed.get(session.node_id, -math.inf) <= now
-            ):
-                yield session
+        """Connected peers that hold the container and may be asked for its metadata now,
+        in random order: in connection order, a crowd's members all asked the one they
+        dialled first (the seed) and queued there while others who held it sat idle."""
+        sources = [
+            session
+            for session in self.sessions.values()
+            if download.container_id in session.holdings
+            and download.metadata_failed.get(session.node_id, -math.inf) <= now
+        ]
+        self.network.random.shuffle(sources)
+        return iter(sources)
 
     async def _ask_metadata(self, session: Session, download: Download) -> None:
         """Ask `session` for what is missing of the metadata, from where it stopped."""
@@ -1020,7 +1030,7 @@ class SwarmEngine:
                     await self._fetch_metadata(download)
                 elif download.metadata_asked_at + REQUEST_TIMEOUT_SECONDS <= now:
                     await self._metadata_failed(download, session)
-                elif download.metadata_heard_at + METADATA_PATIENCE_SECONDS <= now:
+                elif download.metadata_heard_at + _metadata_patience(session) <= now:
                     await self._metadata_slow(download, session, now)
             await trio.sleep(METADATA_CHECK_SECONDS)
 
@@ -1597,6 +1607,12 @@ class SwarmEngine:
             "upload_capacity_measured": self._capacity is not None,
             "unchoke_slots": self.choker.slots,
         }
+
+
+def _metadata_patience(session: Session) -> float:
+    """How long a metadata request to `session` may go unanswered before we look elsewhere."""
+    round_trip = session.peer.round_trip_seconds or 0.0
+    return max(METADATA_PATIENCE_SECONDS, METADATA_PATIENCE_ROUND_TRIPS * round_trip)
 
 
 def _piece_of(request: Request) -> tuple[int, int, int] | None:

@@ -22,8 +22,8 @@ from typing import Final, Generic, TypeVar
 
 MAX_QUEUED: Final = 4096
 """Requests held at most (a few hundred bytes each)."""
-STALE_SECONDS: Final = 1.0
-"""A request older than this is dropped unanswered (below the asker's patience)."""
+STALE_SECONDS: Final = 0.4
+"""A request older than this is dropped unanswered (below the asker's patience, 0.5 s)."""
 
 Request = TypeVar("Request")
 

@@ -7,17 +7,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from node.swarm.metaqueue import MetadataQueue
+from node.swarm.metaqueue import STALE_SECONDS, MetadataQueue
 
 
 def test_requests_are_answered_in_the_order_they_came() -> None:
     queue: MetadataQueue[str] = MetadataQueue()
     for index, peer in enumerate((b"a", b"b", b"c")):
         assert queue.push(peer, f"ask {index}", now=0.1 * index)
-    assert queue.pop(now=0.5) == (b"a", "ask 0")
-    assert queue.pop(now=0.5) == (b"b", "ask 1")
-    assert queue.pop(now=0.5) == (b"c", "ask 2")
-    assert queue.pop(now=0.5) is None
+    now = STALE_SECONDS  # all still fresh
+    assert queue.pop(now) == (b"a", "ask 0")
+    assert queue.pop(now) == (b"b", "ask 1")
+    assert queue.pop(now) == (b"c", "ask 2")
+    assert queue.pop(now) is None
 
 
 def test_a_request_that_waited_too_long_is_dropped() -> None:
