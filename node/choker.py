@@ -334,37 +334,52 @@ class RateMeter:
     while that is shorter than the window, so a new connection's rate is not diluted.
     """
 
-    __slots__ = ("_buckets", "_seconds", "_start", "_window", "total")
+    __slots__ = ("_buckets", "_latest", "_start", "_sum", "_window", "total")
 
     def __init__(self, window_s: int = DEFAULT_RATE_WINDOW_S, *, start: float | None = None):
         if window_s < 1:
             raise ValueError("the window is at least one second")
         self._window = window_s
         self._buckets = [0] * window_s
-        self._seconds: list[int | None] = [None] * window_s
+        self._latest: int | None = None
+        """The latest second seen: buckets hold that second and the `window_s - 1` before."""
+        self._sum = 0
+        """What the buckets hold together, so `rate` reads it rather than adding them up
+        (the choke loop reads two meters per interested peer each round)."""
         self._start = start
         self.total = 0
         """Bytes ever added."""
 
     def add(self, nbytes: int, now: float) -> None:
-        """O(1)."""
+        """O(1) (amortised: each second passed empties one bucket once)."""
         second = math.floor(now)
-        i = second % self._window
-        if self._seconds[i] != second:
-            self._seconds[i] = second
-            self._buckets[i] = 0
-        self._buckets[i] += nbytes
+        self._advance(second)
+        assert self._latest is not None
+        if self._latest - second < self._window:  # an earlier second still in the window
+            self._buckets[second % self._window] += nbytes
+            self._sum += nbytes
         self.total += nbytes
 
     def rate(self, now: float) -> float:
-        """Bytes/s. O(window_s)."""
-        second = math.floor(now)
-        oldest = second - self._window + 1
-        total = 0
-        for stamp, amount in zip(self._seconds, self._buckets, strict=True):
-            if stamp is not None and oldest <= stamp <= second:
-                total += amount
+        """Bytes/s over the window ending at `now`. O(1), amortised as `add`."""
+        self._advance(math.floor(now))
         span = float(self._window)
         if self._start is not None:
             span = min(span, max(1.0, now - self._start))
-        return total / span
+        return self._sum / span
+
+    def _advance(self, second: int) -> None:
+        """Move the window's end to `second` (never back), emptying the seconds it leaves."""
+        latest = self._latest
+        if latest is not None and second <= latest:
+            return
+        if latest is None or second - latest >= self._window:
+            self._buckets = [0] * self._window
+            self._sum = 0
+        else:
+            buckets, window = self._buckets, self._window
+            for passed in range(latest + 1, second + 1):
+                index = passed % window
+                self._sum -= buckets[index]
+                buckets[index] = 0
+        self._latest = second

@@ -7,11 +7,14 @@ Swarms are written as strings: `swarm("9i 5i 7- 3i")` is four peers p0..p3 with 
 
 from __future__ import annotations
 
+import math
 import random
 from collections import Counter
 
 import attrs
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from node.choker import ChokeDecision, Choker, PeerRecord, RateMeter
 
@@ -268,3 +271,30 @@ def test_rate_meter_does_not_dilute_a_new_connection() -> None:
     meter.add(5000, 100.2)
     meter.add(5000, 101.5)
     assert meter.rate(102.0) == pytest.approx(5000.0)
+
+
+@given(
+    events=st.lists(
+        st.tuples(st.floats(min_value=0, max_value=5), st.integers(0, 10_000), st.booleans()),
+        max_size=60,
+    ),
+    window=st.integers(1, 25),
+)
+def test_rate_meter_matches_a_sum_over_its_window(
+    events: list[tuple[float, int, bool]], window: int
+) -> None:
+    """Whatever the pattern of adds and reads (time moving forward by gaps of up to 5 s),
+    the rate is what was added in the seconds of the window ending now, over the window."""
+    meter = RateMeter(window)
+    now = 0.0
+    added: list[tuple[int, int]] = []
+    for gap, nbytes, read in events:
+        now += gap
+        if read:
+            second = math.floor(now)
+            expected = sum(b for s, b in added if second - window < s <= second)
+            assert meter.rate(now) == pytest.approx(expected / window)
+        else:
+            meter.add(nbytes, now)
+            added.append((math.floor(now), nbytes))
+    assert meter.total == sum(b for _, b in added)
