@@ -29,6 +29,7 @@ from node.datadir import (
 from node.errors import UserError
 from node.network import StreamAddress, is_loopback
 from node.node import (
+    DEFAULT_MAX_PEERS,
     DEFAULT_TCP_LISTEN,
     DEFAULT_WS_LISTEN,
     DhtConfig,
@@ -138,6 +139,24 @@ def add_node_options(parser: argparse.ArgumentParser) -> None:
         help="upload at most this many bytes per second (suffixes K, M, G: 1000s), e.g. 95%% "
         "of your line: a full uplink delays your own requests and stalls your downloads",
     )
+    parser.add_argument(
+        "--max-peers",
+        metavar="N",
+        type=_positive_int,
+        default=DEFAULT_MAX_PEERS,
+        help=f"accept at most N connections (default {DEFAULT_MAX_PEERS}): each costs its "
+        "setup on your uplink",
+    )
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return value
 
 
 def _rate(text: str) -> float:
@@ -231,6 +250,7 @@ def node_config(args: argparse.Namespace, data_dir: Path) -> NodeConfig:
         capability_keys=keys,
         allow_open=not keys,
         dht=None if args.no_dht else _dht_config(args, listen, data_dir),
+        max_peers=args.max_peers,
         control=True,
         data_dir=data_dir,
     )

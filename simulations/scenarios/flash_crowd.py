@@ -32,6 +32,7 @@ import attrs
 import trio
 
 from node.hashing import choose_piece_length
+from node.node import DEFAULT_MAX_PEERS
 from node.swarm.engine import Download
 from simulations.determinism import derive_seed
 from simulations.harness import ScenarioParams, ScenarioSpec, Simulation, percentile, register
@@ -59,7 +60,7 @@ class FlashCrowd:
     download_factor: float = DOWNLOAD_FACTOR
     hints: int = HINTS
     latency: LatencyModel = attrs.field(factory=lambda: LatencyModel(20, 150, "uniform"))
-    max_peers: int = 500
+    max_peers: int = DEFAULT_MAX_PEERS
     verify: str = "compare"
     timeline_step: float = 0.5
     """Sample the swarm's upload every this many simulated seconds (0: never)."""

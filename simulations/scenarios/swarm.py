@@ -21,7 +21,7 @@ from typing import Any, Final
 import attrs
 
 from node.network import StreamAddress
-from node.node import Node, NodeConfig
+from node.node import DEFAULT_MAX_PEERS, Node, NodeConfig
 from node.peer import PeerConnection
 from node.swarm.engine import SwarmEngine
 from simulations.harness import SimHost
@@ -119,7 +119,7 @@ class SwarmNodes:
     stores: dict[int, MemoryStore] = attrs.Factory(dict)
     tap: MessageTap = attrs.Factory(MessageTap)
     ledger: Ledger = attrs.Factory(Ledger)
-    max_peers: int = 500
+    max_peers: int = DEFAULT_MAX_PEERS
     verify: str = "compare"
     upload_limit_share: float | None = None
     """Each node paces its Block data to this share of its upload capacity, as a user's

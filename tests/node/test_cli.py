@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from node.cli import build_parser
+from node.cli import build_parser, node_config
 
 KINSWARM = [sys.executable, "-m", "node.cli"]
 
@@ -196,3 +196,18 @@ def test_upload_limit_takes_decimal_suffixes_and_refuses_nonsense() -> None:
             assert exc.code == 2
         else:
             raise AssertionError(f"--upload-limit {bad} was accepted")
+
+
+def test_max_peers_defaults_to_two_hundred_and_refuses_nonsense() -> None:
+    parser = build_parser()
+    assert parser.parse_args(["run"]).max_peers == 200
+    assert parser.parse_args(["run", "--max-peers", "50"]).max_peers == 50
+    assert parser.parse_args(["get", "ab" * 32, "--max-peers", "7"]).max_peers == 7
+    for bad in ("0", "-3", "many", "2.5"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["run", "--max-peers", bad])
+
+
+def test_the_node_config_takes_max_peers(tmp_path: Path) -> None:
+    args = build_parser().parse_args(["run", "--max-peers", "42", "--no-dht"])
+    assert node_config(args, tmp_path).max_peers == 42
