@@ -305,16 +305,18 @@ async def test_reader_and_writer_never_send_at_once() -> None:
 
 
 class StallingStream(trio.abc.Stream):
-    """A stream whose sends block for good once `stall()` is called: what a TCP socket does
-    when the peer stops reading and both buffers are full."""
+    """A stream whose sends block once `stalled` is set, until it is closed: what a TCP
+    socket does when the peer stops reading and both buffers are full."""
 
     def __init__(self, inner: trio.abc.Stream) -> None:
         self.inner = inner
         self.stalled = False
+        self._closed = trio.Event()
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         if self.stalled:
-            await trio.sleep_forever()
+            await self._closed.wait()
+            raise trio.ClosedResourceError("closed while sending")
         await self.inner.send_all(data)
 
     async def wait_send_all_might_not_block(self) -> None:
@@ -327,14 +329,16 @@ class StallingStream(trio.abc.Stream):
         pass
 
     async def aclose(self) -> None:
+        self._closed.set()
         await self.inner.aclose()
 
 
 async def test_a_peer_that_stops_reading_is_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
     """A send that cannot finish within SEND_TIMEOUT_SECONDS (the peer stopped reading, the
-    buffers are full) ends the connection with that reason, rather than holding the writer,
-    and every message queued for this peer, forever."""
+    buffers are full) ends the connection at the next keepalive tick with that reason,
+    rather than holding the writer, and every message queued for this peer, forever."""
     monkeypatch.setattr(node.peer, "SEND_TIMEOUT_SECONDS", 0.5)
+    monkeypatch.setattr(node.peer, "KEEPALIVE_INTERVAL_SECONDS", 0.2)
     network = TrioNetwork(seed=0)
     alice_end, bob_end = trio.testing.memory_stream_pair()
     alice_stream = StallingStream(alice_end)
