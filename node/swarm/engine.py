@@ -110,8 +110,8 @@ METADATA_PATIENCE_SECONDS: Final = 0.5
 that holder, if longer) is asked of another holder, or asked again (holders drop requests
 that waited over `metaqueue.STALE_SECONDS`). A flash crowd's first askers all queue at the
 seed; the sooner they turn to the peers already served, the sooner the seed's uplink is free
-for pieces: at 1,000 leechers with 1.5 s, the last had the metadata at 4.6 s, with 0.5 s
-(and holders picked at random) at 1.75 s."""
+for pieces: at 1,000 leechers (the seed taking 200), with 1.5 s the last had the metadata at
+3.75 s, with 0.5 s and holders picked at random at 1.75 s."""
 METADATA_PATIENCE_ROUND_TRIPS: Final = 4
 METADATA_SLOW_RETRY_SECONDS: Final = 3.0
 """A holder we left for being slow is not asked again for this long (if others hold it)."""
