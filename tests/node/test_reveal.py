@@ -91,3 +91,19 @@ def test_a_run_of_blocks_consumes_a_piece_at_once() -> None:
     assert reveal.run_served(first[0] * 4 + 2, 2) is True
     assert reveal.run_served(first[1] * 4, 4) is True
     assert len(reveal.top_up(now=0.1)) == 2
+
+
+def test_pieces_never_uploaded_come_before_pieces_only_shown_less() -> None:
+    """Shows to peers that never ask (choked, or fetching elsewhere) do not hold a piece back:
+    what the seed has not uploaded yet is shown first, so its first copy goes out whole
+    before any piece goes twice."""
+    file, reveals = seeded(6, 8)  # a window of two pieces each
+    first, second, third, fourth = reveals[:4]
+    assert sorted(first.top_up(now=0.0)) == [0, 1]
+    assert sorted(second.top_up(now=0.0)) == [2, 3]
+    assert first.run_served(0, 4) and first.run_served(4, 4)  # 0 and 1 went out
+    assert sorted(third.top_up(now=0.0)) == [4, 5]  # shown never
+    # 2 and 3 were shown (to a peer that never asked) but never uploaded: before 0 and 1,
+    # which were shown as often and uploaded.
+    assert sorted(fourth.top_up(now=0.0)) == [2, 3]
+    assert list(file.uploads) == [1, 1, 0, 0, 0, 0]
