@@ -23,7 +23,6 @@ returns. Files of at most `MIN_WINDOW_PIECES` pieces are shown whole.
 
 from __future__ import annotations
 
-import heapq
 from array import array
 from typing import Final
 
@@ -44,6 +43,7 @@ class RevealedFile:
         "blocks_per_piece",
         "counts",
         "cursor",
+        "floor",
         "length",
         "peers",
         "piece_count",
@@ -59,6 +59,8 @@ class RevealedFile:
         self.counts = array("I", bytes(4 * self.piece_count))
         self.uploads = array("I", bytes(4 * self.piece_count))
         """Times each piece went out whole to a peer it was shown to."""
+        self.floor = 0
+        """No piece's key (uploads << 32 | shows) is below this (keys only grow)."""
         self.peers = 0
         """Peers it is being revealed to now."""
         self.cursor = 0
@@ -130,19 +132,32 @@ class PeerReveal:
         need = max(file.window(), by_rate) - live
         if need <= 0 or self.done:
             return []
-        count, cursor = file.piece_count, file.cursor
-        uploads, shown = file.uploads, file.counts
-        candidates = (
-            piece for piece in range(count) if not self.has[piece] and piece not in self.pending
-        )
-        picked = heapq.nsmallest(
-            need,
-            candidates,
-            key=lambda piece: (uploads[piece], shown[piece], (piece - cursor) % count),
-        )
-        for piece in picked:
-            self.pending[piece] = now
-            shown[piece] += 1
-        if picked:
-            file.cursor = (picked[-1] + 1) % count
+        # The lowest (uploads, shows) first, nearest after the cursor among equals: level by
+        # level from `floor`, each a scan from the cursor that stops once enough are picked
+        # (one peer alone: O(window), as the next unshown pieces follow the cursor).
+        uploads, shown, count = file.uploads, file.counts, file.piece_count
+        picked: list[int] = []
+        level: int | None = file.floor
+        while len(picked) < need and level is not None:
+            start, above, at_level = file.cursor, None, False
+            for offset in range(count):
+                piece = (start + offset) % count
+                key = uploads[piece] << 32 | shown[piece]
+                if key != level:
+                    if key > level and (above is None or key < above):
+                        above = key
+                    continue
+                at_level = True
+                if self.has[piece] or piece in self.pending:
+                    continue
+                picked.append(piece)
+                self.pending[piece] = now
+                shown[piece] += 1
+                file.cursor = (piece + 1) % count
+                if len(picked) == need:
+                    break
+            else:
+                if not at_level and level == file.floor and above is not None:
+                    file.floor = above  # keys only grow: none is below this any more
+            level = above if len(picked) < need else None
         return picked

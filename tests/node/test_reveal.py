@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from node.swarm.reveal import (
     RATE_WINDOW_SECONDS,
     STALE_SECONDS,
@@ -107,3 +110,46 @@ def test_pieces_never_uploaded_come_before_pieces_only_shown_less() -> None:
     # which were shown as often and uploaded.
     assert sorted(fourth.top_up(now=0.0)) == [2, 3]
     assert list(file.uploads) == [1, 1, 0, 0, 0, 0]
+
+
+def test_uploads_count_before_shows() -> None:
+    """A piece shown twice and never uploaded comes before one shown once and uploaded."""
+    file, reveals = seeded(4, 8)  # a window of two pieces each
+    assert sorted(reveals[0].top_up(now=0.0)) == [0, 1]
+    assert reveals[0].run_served(0, 4) and reveals[0].run_served(4, 4)
+    assert sorted(reveals[1].top_up(now=0.0)) == [2, 3]
+    assert sorted(reveals[2].top_up(now=0.0)) == [2, 3]
+    assert [(file.uploads[p], file.counts[p]) for p in range(4)] == [(1, 1)] * 2 + [(0, 2)] * 2
+    assert sorted(reveals[3].top_up(now=0.0)) == [2, 3]
+
+
+@given(
+    steps=st.lists(
+        st.tuples(st.integers(0, 5), st.sampled_from(["show", "serve", "has"])), max_size=40
+    )
+)
+def test_each_top_up_shows_the_least_uploaded_then_least_shown(
+    steps: list[tuple[int, str]],
+) -> None:
+    """Whatever the history, a top-up picks pieces the peer lacks and was not shown, and none
+    left out has fewer uploads, or as many and fewer shows, than one picked."""
+    file, reveals = seeded(12, 6)
+    for who, action in steps:
+        reveal = reveals[who]
+        if action == "serve" and reveal.pending:
+            piece = next(iter(reveal.pending))
+            reveal.run_served(piece * 4, 4)
+        elif action == "has":
+            reveal.peer_has((who * 5) % file.piece_count)
+        else:
+            eligible = [
+                p for p in range(file.piece_count) if not reveal.has[p] and p not in reveal.pending
+            ]
+            keys = {p: (file.uploads[p], file.counts[p]) for p in eligible}
+            picked = reveal.top_up(now=0.0)
+            assert set(picked) <= set(eligible)
+            if picked:
+                worst = max(keys[p] for p in picked)
+                assert all(keys[p] >= worst for p in eligible if p not in picked) or len(
+                    picked
+                ) == len(eligible)
