@@ -35,30 +35,24 @@ def connection_pair(
     bob_keys: tuple[bytes, ...] = (),
 ) -> tuple[PeerConnection, PeerConnection]:
     """Alice dials, Bob answers, each over its own end of a stream pair."""
-    alice = PeerConnection(
-        network=network,
-        stream=alice_stream,
-        core=SecureConnection.initiator(
-            ALICE,
-            ephemeral_private_key=network.crypto_random(32),
-            extensions={"ks.test": 1},
-            capability_key=alice_key,
-        ),
-        remote_address="bob",
+
+    def connection(stream: trio.abc.Stream, core: SecureConnection, far: str) -> PeerConnection:
+        return PeerConnection(network=network, stream=stream, core=core, remote_address=far)
+
+    alice_core = SecureConnection.initiator(
+        ALICE,
+        ephemeral_private_key=network.crypto_random(32),
+        extensions={"ks.test": 1},
+        capability_key=alice_key,
     )
-    bob = PeerConnection(
-        network=network,
-        stream=bob_stream,
-        core=SecureConnection.responder(
-            BOB,
-            ephemeral_private_key=network.crypto_random(32),
-            extensions={"ks.test": 1},
-            capability_keys=bob_keys,
-            allow_open=not bob_keys,
-        ),
-        remote_address="alice",
+    bob_core = SecureConnection.responder(
+        BOB,
+        ephemeral_private_key=network.crypto_random(32),
+        extensions={"ks.test": 1},
+        capability_keys=bob_keys,
+        allow_open=not bob_keys,
     )
-    return alice, bob
+    return connection(alice_stream, alice_core, "bob"), connection(bob_stream, bob_core, "alice")
 
 
 def make_pair(
@@ -324,9 +318,6 @@ class StallingStream(trio.abc.Stream):
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         return await self.inner.receive_some(max_bytes)
-
-    async def send_eof(self) -> None:
-        pass
 
     async def aclose(self) -> None:
         self._closed.set()
