@@ -231,6 +231,9 @@ class SwarmEngine:
         self.downloads: dict[bytes, Download] = {}
         self.files: dict[bytes, FileDownload] = {}
         self.banned: dict[bytes, float] = {}
+        self._before_transfer: dict[bytes, Download] = {}
+        """Downloads fetching their metadata or recording it: peers' Haves for their files
+        are kept until the transfer begins (`Session.keep_early`)."""
         self._revealed: dict[bytes, RevealedFile] = {}
         """Files we seed a window at a time, by root (`node.swarm.reveal`)."""
         self._dial_failed: dict[bytes, float] = {}
@@ -311,6 +314,7 @@ class SwarmEngine:
         download = Download(container_id, self.download_dir, peers_hint=list(peers))
         download.started_at = self.network.now()
         self.downloads[container_id] = download
+        self._before_transfer[container_id] = download
         self.local.want([container_id])
         self._metadata_wanted.set()
         if self._nursery is not None:
@@ -435,6 +439,8 @@ class SwarmEngine:
             session.index.receive(message)
             await self._index_events(session)
         elif isinstance(message, HaveAll | HaveNone | Bitfield | Have):
+            if message.root not in self.files and self._metadata_pending(message.root):
+                session.keep_early(message)
             self._on_availability(session, message)
             await self._update_interest(session)
             reveal = session.reveals.get(message.root)
@@ -554,21 +560,30 @@ class SwarmEngine:
                 reveal = session.reveals[root] = PeerReveal(file)
                 file.peers += 1
             bits = bytearray(-(-pieces // 8))
-            for piece in reveal.top_up(now):
+            for piece in [] if session.am_choking else reveal.top_up(now):
                 bits[piece >> 3] |= 0x80 >> (piece & 7)
             partial.append(Bitfield(root, manifest.piece_length, bytes(bits)))
         await self._send_have_container(session, container_id, have_all, partial)
+        if session.reveals:
+            self._choke_wakeup.set()  # it wants what we show only to peers we unchoke
 
     async def _reveal_more(self, session: Session, root: bytes) -> None:
+        """Top up the peer's window, if we unchoke it: a piece shown to a peer that waits
+        for a slot is a piece another is not shown, and the peer asks for it once unchoked,
+        when we may have sent it elsewhere since (a crowd's seed sent ~1.8 copies of a file
+        before every piece had gone out once when it showed every peer a window)."""
         reveal = session.reveals.get(root)
         if reveal is None:
             return
         if reveal.done:
             self._stop_revealing(session, root)
             return
+        if session.am_choking:
+            return
         now = self.network.now()
+        rate, round_trip = session.recent_up.rate(now), session.peer.round_trip_seconds or 0.0
         await self._send_haves(
-            session, root, reveal.file.piece_length, reveal.top_up(now, session.recent_up.rate(now))
+            session, root, reveal.file.piece_length, reveal.top_up(now, rate, round_trip)
         )
 
     async def _send_haves(
@@ -598,18 +613,35 @@ class SwarmEngine:
         await self._fetch_metadata(download)
         await self._apply_holdings(session, download)
 
+    def _metadata_pending(self, root: bytes) -> bool:
+        """Could `root` be a file of a download whose transfer has not begun?"""
+        for download in self._before_transfer.values():
+            manifest = download.manifest
+            if manifest is None or any(entry.root == root for entry in manifest.files):
+                return True  # with no manifest yet, its roots are unknown
+        return False
+
     async def _apply_holdings(self, session: Session, download: Download) -> None:
-        """Feed what the peer holds of `download` to the picker (once its roots are known)."""
+        """Feed what the peer holds of `download` to the picker (once its roots are known):
+        its HaveContainer, then what it told us of each file since, while we fetched the
+        metadata."""
+        if download.state != "transfer":
+            return
+        early = [m for root in self._roots_of(download) for m in session.take_early(root)]
         have = session.holdings.get(download.container_id)
-        if have is None or download.state != "transfer":
+        if have is None:
+            for message in early:
+                self._on_availability(session, message)
+            if early:
+                await self._update_interest(session)
             return
         listed = {*have.have_all, *have.have_none, *(b.root for b in have.partial)}
         for root in self._roots_of(download):
             session.roots_seen.add(root)
             if root in have.have_all or (have.held_default and root not in listed):
                 self._peer_has_all(session, root)
-        for bitfield in have.partial:
-            self._on_availability(session, bitfield)
+        for message in [*have.partial, *early]:
+            self._on_availability(session, message)
         await self._update_interest(session)
         if have.partial and download.container_id not in session.told_held:
             # A peer that shows us part of a file (a download, or a seed revealing a window)
@@ -1146,6 +1178,12 @@ class SwarmEngine:
     async def _begin_transfer(self, download: Download, *, added: bool) -> None:
         manifest = download.manifest
         assert manifest is not None
+        try:
+            await self._add_and_begin(download, manifest, added=added)
+        finally:
+            self._before_transfer.pop(download.container_id, None)
+
+    async def _add_and_begin(self, download: Download, manifest: Manifest, *, added: bool) -> None:
         if not added:
             now = self.network.now()  # read here: the call below runs on a worker thread
             try:
@@ -1355,13 +1393,13 @@ class SwarmEngine:
             records = [
                 PeerRecord(
                     node_id=session.node_id,
-                    interested=session.peer_interested,
+                    interested=session.wants_from_us,
                     choked=session.am_choking,
                     download_rate_from_them=session.downloaded.rate(now)
-                    if session.peer_interested
+                    if session.wants_from_us
                     else 0.0,
                     upload_rate_to_them=session.uploaded.rate(now)
-                    if session.peer_interested
+                    if session.wants_from_us
                     else 0.0,
                     last_unchoked=session.last_unchoked,
                     connected_at=session.connected_at,
@@ -1369,7 +1407,7 @@ class SwarmEngine:
                     pieces_held=session.pieces_held_total,
                 )
                 for session in self.sessions.values()
-                if session.peer_interested or not session.am_choking
+                if session.wants_from_us or not session.am_choking
             ]
             decision = self.choker.update(records, now, self.network.random)
             for node_id in decision.choke:
@@ -1385,7 +1423,7 @@ class SwarmEngine:
                     session.last_unchoked = now
                     await self._send(session, Unchoke())
             for session in list(self.sessions.values()):
-                for root in list(session.reveals):  # windows gone stale
+                for root in list(session.reveals):  # just unchoked, or windows gone stale
                     await self._reveal_more(session, root)
             wake = decision.next_update
             if any(not s.am_choking for s in self.sessions.values()):

@@ -9,13 +9,19 @@ lacks, the ones we uploaded least often so far and, among those, the ones shown 
 to a peer that never asks, choked or served by others, must not hold a piece back: by shows
 alone, a 10-leecher crowd's seed finished its first copy at 11.6 s with 84 uploads, by uploads
 first at 9.8 s with 71), and the window is topped up as the peer consumes it
-(all its blocks uploaded to that peer, or the peer announcing the piece). The window is at
-least `MIN_WINDOW_PIECES` and about `WINDOW_BLOCKS` blocks shared among the peers the file is
-being revealed to, so one peer alone still has a full pipe; and never less than
-`RATE_WINDOW_SECONDS` of what we upload to that peer, so a fast link (a LAN, loopback) is not
-throttled by the round trip of our Have messages. A piece shown but not consumed
-within `STALE_SECONDS` stops counting against the window (the peer may have it from someone
-else and, believing we have it too, never said so), so a peer never waits on us forever.
+(all its blocks uploaded to that peer, or the peer announcing the piece). The engine shows
+pieces only to peers it unchokes (`SwarmEngine._reveal_more`), so a shown piece is asked for
+while it is still the rarest, not seconds later.
+
+The window is `MIN_WINDOW_PIECES`, or what we upload to the peer in `RATE_WINDOW_SECONDS`
+plus a round trip if that is more: it grows with the rate as TCP's window does, so a fast
+link (a LAN, loopback) is not throttled by the round trip of our Have messages, and a crowd's
+first peer is not shown the whole file (it was, with a window of 64 blocks shared among the
+peers present, which at first is one: a 24-leecher crowd's seed then sent 1.7 copies of the
+file before every piece had gone out once, and 1.1 with two pieces). A piece shown but not
+consumed within `STALE_SECONDS` stops counting against the window (the peer may have it from
+someone else and, believing we have it too, never said so), so a peer never waits on us
+forever.
 
 Sans-IO: the engine tells it what happened and sends the Have messages for the pieces it
 returns. Files of at most `MIN_WINDOW_PIECES` pieces are shown whole.
@@ -29,11 +35,10 @@ from typing import Final
 from wire.merkle import BLOCK_SIZE
 
 MIN_WINDOW_PIECES: Final = 2
-WINDOW_BLOCKS: Final = 64
 STALE_SECONDS: Final = 5.0
 RATE_WINDOW_SECONDS: Final = 0.25
-"""At swarm rates (~100 KB/s per unchoked peer) this is a piece or two, below the shared
-window; at 100 MB/s it is hundreds, so a lone fast peer is never waiting on a Have."""
+"""At swarm rates (~100 KB/s per unchoked peer) this is a piece or two; at 100 MB/s it is
+hundreds, so a lone fast peer is never waiting on a Have."""
 
 
 class RevealedFile:
@@ -68,10 +73,6 @@ class RevealedFile:
     def blocks_in(self, piece: int) -> int:
         size = min(self.piece_length, self.length - piece * self.piece_length)
         return -(-size // BLOCK_SIZE)
-
-    def window(self) -> int:
-        share = -(-WINDOW_BLOCKS // (self.blocks_per_piece * max(1, self.peers)))
-        return max(MIN_WINDOW_PIECES, share)
 
 
 class PeerReveal:
@@ -123,13 +124,13 @@ class PeerReveal:
         self.served[piece] = served
         return False
 
-    def top_up(self, now: float, upload_rate: float = 0.0) -> list[int]:
+    def top_up(self, now: float, upload_rate: float = 0.0, round_trip: float = 0.0) -> list[int]:
         """Pieces to show now (the engine sends a Have for each). `upload_rate` is what we
-        send this peer, in bytes per second."""
+        send this peer, in bytes per second; `round_trip` the link's, in seconds."""
         file = self.file
         live = sum(1 for shown in self.pending.values() if shown + STALE_SECONDS > now)
-        by_rate = int(upload_rate * RATE_WINDOW_SECONDS) // file.piece_length
-        need = max(file.window(), by_rate) - live
+        by_rate = int(upload_rate * (RATE_WINDOW_SECONDS + round_trip)) // file.piece_length
+        need = max(MIN_WINDOW_PIECES, by_rate) - live
         if need <= 0 or self.done:
             return []
         # The lowest (uploads, shows) first, nearest after the cursor among equals: level by

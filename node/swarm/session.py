@@ -19,7 +19,7 @@ from node.peer import PeerConnection
 from node.swarm.reveal import PeerReveal
 from wire.aliases import IncomingAliases, OutgoingAliases
 from wire.index import IndexExchange
-from wire.swarm import HaveContainer, Request
+from wire.swarm import Bitfield, Have, HaveAll, HaveContainer, HaveNone, Request
 
 MAX_QUEUED_UPLOADS: Final = 512
 """Requests from one peer waiting to be served; beyond this it gets Reject(overloaded)."""
@@ -33,6 +33,10 @@ IDLE_UNCHOKE_SECONDS: Final = 2.0
 (`node.choker`, idle slots)."""
 ALL_PIECES: Final = 1 << 32
 """What a HaveAll counts as in `Session.pieces_held` (more than any file has)."""
+EARLY_ROOTS: Final = 64
+"""Files whose availability a peer may tell us before we have their metadata (kept)."""
+EARLY_PIECES: Final = 1 << 16
+"""Pieces named in Haves kept that way, per peer, over all those files."""
 STRIKES_TO_BAN: Final = 3
 """Blocks that failed their proof before a peer is disconnected and banned."""
 
@@ -89,6 +93,9 @@ class Session:
     told_held: set[bytes] = attrs.Factory(set)
     """Containers whose held pieces we sent this peer unasked (it showed us part of one)."""
     reveals: dict[bytes, PeerReveal] = attrs.Factory(dict)
+    early: dict[bytes, list[Have | Bitfield | HaveAll | HaveNone]] = attrs.Factory(dict)
+    """Availability of files we know no metadata of yet, in arrival order (`keep_early`)."""
+    early_pieces: int = 0
     """Files we seed to this peer a window at a time (`node.swarm.reveal`), by root."""
     pex_told: dict[bytes, set[bytes]] = attrs.Factory(dict)
     """Per container, the swarm members (node ids) our Pex messages listed to this peer."""
@@ -102,6 +109,36 @@ class Session:
         self.uploaded = RateMeter(start=start)
         self.recent_down = RateMeter(RECENT_RATE_SECONDS, start=start)
         self.recent_up = RateMeter(RECENT_RATE_SECONDS, start=start)
+
+    @property
+    def wants_from_us(self) -> bool:
+        """Interested, or wanting a file we show a window at a time (`node.swarm.reveal`):
+        it sees nothing to ask for until we unchoke it, so it waits for a slot all the same."""
+        return self.peer_interested or bool(self.reveals)
+
+    def keep_early(self, message: Have | Bitfield | HaveAll | HaveNone) -> None:
+        """Keep availability of a file whose metadata we are still fetching, to apply once
+        the transfer begins (`take_early`): a seed shows pieces as soon as it unchokes us,
+        often before its manifest and layers have reached us. Bounded by EARLY_ROOTS and
+        EARLY_PIECES; beyond them it is dropped, as before we kept any."""
+        kept = self.early.get(message.root)
+        if kept is None:
+            if len(self.early) >= EARLY_ROOTS:
+                return
+            kept = self.early[message.root] = []
+        if isinstance(message, Have):
+            if self.early_pieces + len(message.pieces) > EARLY_PIECES:
+                return
+            self.early_pieces += len(message.pieces)
+        else:  # says what the peer holds of the file: what came before no longer counts
+            self.early_pieces -= sum(len(m.pieces) for m in kept if isinstance(m, Have))
+            kept.clear()
+        kept.append(message)
+
+    def take_early(self, root: bytes) -> list[Have | Bitfield | HaveAll | HaveNone]:
+        kept = self.early.pop(root, [])
+        self.early_pieces -= sum(len(m.pieces) for m in kept if isinstance(m, Have))
+        return kept
 
     def unchoke_unused(self, now: float) -> bool:
         """Unchoked for IDLE_UNCHOKE_SECONDS or more, with nothing asked of us in that time."""

@@ -6,9 +6,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from node.swarm.reveal import (
+    MIN_WINDOW_PIECES,
     RATE_WINDOW_SECONDS,
     STALE_SECONDS,
-    WINDOW_BLOCKS,
     PeerReveal,
     RevealedFile,
 )
@@ -26,13 +26,14 @@ def seeded(
     return file, reveals
 
 
-def test_the_window_fills_one_peers_pipe_and_shrinks_as_peers_join() -> None:
-    alone, _ = seeded(1000, 1)
-    assert alone.window() == WINDOW_BLOCKS // 4
-    crowd, _ = seeded(1000, 100)
-    assert crowd.window() == 2
-    big_pieces, _ = seeded(100, 1, piece_length=64 * BLOCK_SIZE)
-    assert big_pieces.window() == 2
+def test_the_window_starts_at_two_pieces_whoever_else_is_there() -> None:
+    """A crowd's first peer is not shown the whole file: it would ask for all of it, and
+    the peers after it be shown the same pieces while they wait in its queue."""
+    for peers in (1, 100):
+        _, reveals = seeded(1000, peers)
+        assert len(reveals[0].top_up(now=0.0)) == MIN_WINDOW_PIECES == 2
+    _, (big_pieces,) = seeded(100, 1, piece_length=64 * BLOCK_SIZE)
+    assert len(big_pieces.top_up(now=0.0)) == 2
 
 
 def test_peers_are_shown_pieces_nobody_was_shown_before_any_twice() -> None:
@@ -47,15 +48,16 @@ def test_peers_are_shown_pieces_nobody_was_shown_before_any_twice() -> None:
 
 
 def test_a_consumed_piece_makes_room_and_pieces_the_peer_has_are_never_shown() -> None:
-    _, (reveal,) = seeded(40, 1)  # a window of 16 pieces
+    _, (reveal,) = seeded(40, 1)
     reveal.peer_bitfield(bytes([0b1100_0000, 0, 0, 0, 0]))  # it has pieces 0 and 1
-    first = reveal.top_up(now=0.0)
+    rate = 16 * PIECE / RATE_WINDOW_SECONDS  # a window of 16 pieces
+    first = reveal.top_up(now=0.0, upload_rate=rate)
     assert len(first) == 16 and not {0, 1} & set(first)
-    assert reveal.top_up(now=0.1) == []  # the window is full
+    assert reveal.top_up(now=0.1, upload_rate=rate) == []  # the window is full
     piece = first[0]
     consumed = [reveal.block_served(piece * 4 + block) for block in range(4)]
     assert consumed == [False, False, False, True]
-    more = reveal.top_up(now=0.2)
+    more = reveal.top_up(now=0.2, upload_rate=rate)
     assert len(more) == 1 and more[0] not in {0, 1, *first}
 
 
@@ -77,14 +79,17 @@ def test_a_stale_window_is_topped_up_so_a_peer_never_waits_forever() -> None:
 
 
 def test_a_fast_peer_is_shown_what_it_takes_in_a_fraction_of_a_second() -> None:
-    """The shared window alone would hold a 100 MB/s peer to one round trip of Haves per
-    16 pieces; the window grows to what we upload to it in `RATE_WINDOW_SECONDS`."""
+    """Two pieces would hold a 100 MB/s peer to one round trip of Haves per two pieces; the
+    window grows to what we upload to it in `RATE_WINDOW_SECONDS` and a round trip."""
     _, (reveal,) = seeded(10_000, 1)
     rate = 100e6
     shown = reveal.top_up(now=0.0, upload_rate=rate)
     assert len(shown) == int(rate * RATE_WINDOW_SECONDS) // PIECE
+    _, (far,) = seeded(10_000, 1)
+    shown = far.top_up(now=0.0, upload_rate=rate, round_trip=0.25)
+    assert len(shown) == int(rate * (RATE_WINDOW_SECONDS + 0.25)) // PIECE
     _, (slow,) = seeded(10_000, 1)
-    assert len(slow.top_up(now=0.0, upload_rate=100e3)) == WINDOW_BLOCKS // 4
+    assert len(slow.top_up(now=0.0, upload_rate=100e3)) == 2
 
 
 def test_a_run_of_blocks_consumes_a_piece_at_once() -> None:

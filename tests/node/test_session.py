@@ -1,13 +1,20 @@
-"""Per-connection state: when an unchoke counts as unused (the choker's idle slots)."""
+"""Per-connection state: when an unchoke counts as unused (the choker's idle slots), what a
+peer holds, and availability kept while we fetch a container's metadata."""
 
 from __future__ import annotations
 
 from typing import cast
 
 from node.peer import PeerConnection
-from node.swarm.session import ALL_PIECES, IDLE_UNCHOKE_SECONDS, Session
+from node.swarm.session import (
+    ALL_PIECES,
+    EARLY_PIECES,
+    EARLY_ROOTS,
+    IDLE_UNCHOKE_SECONDS,
+    Session,
+)
 from wire.index import IndexExchange
-from wire.swarm import Request
+from wire.swarm import Bitfield, Have, HaveAll, Request
 
 
 def unchoked_at(when: float) -> Session:
@@ -57,3 +64,42 @@ def test_what_a_peer_holds_is_counted_per_file_and_in_total() -> None:
     assert session.pieces_held_total == 4 + ALL_PIECES
     session.peer_holds(b"b", 0)  # HaveNone
     assert session.pieces_held_total == 4
+
+
+def test_haves_before_the_metadata_are_kept_in_order_until_taken() -> None:
+    session = unchoked_at(0.0)
+    first, second = Have(b"a" * 32, 16384, (3,)), Have(b"a" * 32, 16384, (7, 9))
+    session.keep_early(first)
+    session.keep_early(second)
+    session.keep_early(Have(b"b" * 32, 16384, (1,)))
+    assert session.early_pieces == 4
+    assert session.take_early(b"a" * 32) == [first, second]
+    assert session.take_early(b"a" * 32) == []
+    assert session.early_pieces == 1
+
+
+def test_a_bitfield_or_have_all_replaces_what_was_kept_of_the_file() -> None:
+    session = unchoked_at(0.0)
+    session.keep_early(Have(b"a" * 32, 16384, (3, 4)))
+    bitfield = Bitfield(b"a" * 32, 16384, b"\xff")
+    session.keep_early(bitfield)
+    assert session.early_pieces == 0
+    later = Have(b"a" * 32, 16384, (9,))
+    session.keep_early(later)
+    session.keep_early(HaveAll(b"a" * 32))
+    assert session.take_early(b"a" * 32) == [HaveAll(b"a" * 32)]
+    assert session.early_pieces == 0
+
+
+def test_what_is_kept_before_the_metadata_is_bounded() -> None:
+    session = unchoked_at(0.0)
+    for number in range(EARLY_ROOTS + 5):
+        session.keep_early(HaveAll(number.to_bytes(32, "big")))
+    assert len(session.early) == EARLY_ROOTS  # files beyond the bound are dropped
+    crowded = unchoked_at(0.0)
+    pieces = tuple(range(4096))
+    for _ in range(EARLY_PIECES // 4096):
+        crowded.keep_early(Have(b"a" * 32, 16384, pieces))
+    crowded.keep_early(Have(b"a" * 32, 16384, (5000,)))  # one more than the bound: dropped
+    assert crowded.early_pieces == EARLY_PIECES
+    assert len(crowded.take_early(b"a" * 32)) == EARLY_PIECES // 4096

@@ -75,7 +75,13 @@ async def test_a_corrupting_peer_is_banned_and_honest_peers_finish_the_job(tmp_p
             liar_engine,
             liar_store,
         ),
-        swarm_node("honest", tmp_path, network, nursery) as (honest, honest_engine, honest_store),
+        # Honest, but not so fast that the liar's first window (two pieces) is all we ask
+        # of it before the file is whole: the liar must earn its three strikes.
+        swarm_node("honest", tmp_path, network, nursery, upload_limit=2e6) as (
+            honest,
+            honest_engine,
+            honest_store,
+        ),
         swarm_node("leech", tmp_path, network, nursery) as (_, engine, store),
     ):
         container_id = await add_folder(liar_store, source)
