@@ -17,7 +17,9 @@ Reported: completion times (from the instant every leecher asked) at p50, p90 an
 Kumar-Ross fluid lower bound T_min = max(F/u_s, F/d_min, N*F/(u_s + sum u_i)) computed from
 the capacities actually drawn, and `bound_ratio` = last completion / T_min; beside it
 `piece_floor_ratio`, what the file's division into M pieces alone costs against that fluid
-bound; the copies of the file the seed uploaded; upload utilisation; blocks rejected;
+bound; the copies of the file the seed uploaded, in all and until the swarm held one whole copy
+(`seed_first_copy_s`, `seed_copies_for_first_copy`: BEP 16's measure of a seed); upload
+utilisation; blocks rejected;
 connections per node; where the time goes before data flows (metadata, first piece); message
 counts by type.
 """
@@ -38,8 +40,9 @@ from simulations.determinism import derive_seed
 from simulations.harness import ScenarioParams, ScenarioSpec, Simulation, percentile, register
 from simulations.latency import LatencyModel
 from simulations.memstore import Content
-from simulations.scenarios.swarm import SwarmNodes, address_of, describe, rounded
+from simulations.scenarios.swarm import FirstCopy, SwarmNodes, address_of, describe, rounded
 from simulations.virtualnet import WorldConfig
+from wire.merkle import block_count
 
 FILE_BYTES: Final = 4 * 1024 * 1024
 SEED_UPLOAD: Final = 500_000
@@ -205,6 +208,7 @@ async def run(simulation: Simulation, params: ScenarioParams, config: FlashCrowd
     )
     factory = swarm.factory()
     seed_node = await simulation.start(seed_host, factory)
+    first_copy = swarm.tap.first_copy = FirstCopy(seed_node.node_id, block_count(F))
     for host in hosts:
         await simulation.start(host, factory)
 
@@ -269,6 +273,10 @@ async def run(simulation: Simulation, params: ScenarioParams, config: FlashCrowd
         "piece_floor_ratio": round(piece_floor_ratio(leechers, -(-F // piece_length)), 4),
         "seed_uploaded_copies": round(seed_data / F, 3),
         "seed_sent_wire_copies": round(seed_host.host.bytes_sent / F, 3),
+        "seed_first_copy_s": rounded(
+            None if first_copy.done_at is None else first_copy.done_at - started
+        ),
+        "seed_copies_for_first_copy": rounded(first_copy.copies()),
         "received_data_over_needed": round(all_data / (leechers * F), 4),
         "upload_utilisation_mean": rounded(sum(utilisation) / len(utilisation), 4)
         if utilisation

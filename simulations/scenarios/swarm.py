@@ -7,6 +7,8 @@ and the instruments that watch them without changing what they do.
 * `MessageTap` counts every `ks.swarm` message a node *receives*, by type (the type byte
   leads every payload), with bytes and the simulated time the first of each type arrived
   from each peer. It wraps the engine's handler; the engine sees the same calls.
+* `FirstCopy` (through the tap) follows the Blocks one node (a seed) sends: when every block
+  of the file had arrived from it somewhere, and how many it had sent by then.
 * `Ledger` keeps each session's byte counters after the session ends (the engine forgets a
   session on disconnect), so bytes per (node, peer) survive reconnections.
 """
@@ -28,13 +30,51 @@ from simulations.harness import SimHost
 from simulations.memstore import Content, MemoryStore
 from simulations.virtualnet import HostNetwork
 from wire.identity import LocalIdentity
-from wire.swarm import BLOCK, EXTENSION_NAME, EXTENSION_VERSION, MESSAGE_TYPES
+from wire.merkle import BLOCK_SIZE
+from wire.swarm import BLOCK, EXTENSION_NAME, EXTENSION_VERSION, MESSAGE_TYPES, Block, decode
 
 PORT: Final = 7420
 
 MESSAGE_NAMES: Final[dict[int, str]] = {code: cls.__name__ for cls, code in MESSAGE_TYPES.items()}
 INDEX_MESSAGES: Final = ("Summary", "Wants", "Holding", "HaveContainer")
 """The index exchange (docs/protocol.md 5.4)."""
+
+
+@attrs.define
+class FirstCopy:
+    """Blocks of one file sent by one node, until each block had arrived somewhere once.
+
+    BEP 16 judges a seed by this: how much it must upload before the swarm holds one whole
+    copy (super-seeding aims at about 105 % of the file); after that, what it uploads only
+    adds capacity."""
+
+    sender: bytes
+    blocks: int
+    """Blocks in the file."""
+    seen: bytearray = attrs.field(init=False)
+    distinct: int = 0
+    sent: int = 0
+    """Blocks received from `sender`, duplicates included."""
+    done_at: float | None = None
+    sent_by_then: int | None = None
+
+    def __attrs_post_init__(self) -> None:
+        self.seen = bytearray(self.blocks)
+
+    def on_block(self, block: Block, now: float) -> None:
+        run = -(-len(block.data) // BLOCK_SIZE)
+        self.sent += run
+        for index in range(block.block_index, min(block.block_index + run, self.blocks)):
+            if not self.seen[index]:
+                self.seen[index] = 1
+                self.distinct += 1
+        if self.done_at is None and self.distinct == self.blocks:
+            self.done_at = now
+            self.sent_by_then = self.sent
+
+    def copies(self) -> float | None:
+        """Blocks sent until the first whole copy was out, in copies of the file."""
+        return None if self.sent_by_then is None else self.sent_by_then / self.blocks
 
 
 @attrs.define
@@ -46,6 +86,7 @@ class MessageTap:
     first_at: dict[tuple[int, bytes, str], float] = attrs.Factory(dict)
     """(receiving host, sender node id, type) → simulated time of the first such message."""
     keep_first: bool = False
+    first_copy: FirstCopy | None = None
 
     def wrap(self, host_index: int, engine: SwarmEngine) -> None:
         handler = engine._on_message
@@ -60,6 +101,11 @@ class MessageTap:
             size[name] += len(payload)
             if keep_first:
                 first_at.setdefault((host_index, peer.node_id, name), node.network.now())
+            watch = self.first_copy
+            if watch is not None and payload[0] == BLOCK and peer.node_id == watch.sender:
+                message = decode(payload)
+                assert isinstance(message, Block)
+                watch.on_block(message, node.network.now())
             await handler(peer, payload)
 
         # Registering again replaces the handler for connections made from now on.
