@@ -13,7 +13,8 @@ connections do the rest. Every node paces its uploads at 95 % of its capacity (`
 --upload-limit`), as BitTorrent users are told to: with the uplink full, a node's own Requests
 wait behind seconds of its Block data and its last pieces stall (`node.swarm.pacer`).
 
-Reported: completion times (from the instant every leecher asked) at p50, p90 and p100; the
+Reported: completion times (from the instant every leecher asked) at p50, p90 and p100, and
+the median of each upload capacity (tit-for-tat serves fast uploaders first); the
 Kumar-Ross fluid lower bound T_min = max(F/u_s, F/d_min, N*F/(u_s + sum u_i)) computed from
 the capacities actually drawn, and `bound_ratio` = last completion / T_min; beside it
 `piece_floor_ratio`, what the file's division into M pieces alone costs against that fluid
@@ -138,11 +139,12 @@ class Timeline:
 
         return on_progress
 
-    def slowest(self, count: int) -> list[dict[str, Any]]:
+    def slowest(self, count: int, uploads: dict[int, float]) -> list[dict[str, Any]]:
         ordered = sorted(self.done.items(), key=lambda item: (-item[1], item[0]))[:count]
         return [
             {
                 "host": index,
+                "upload": uploads.get(index),
                 "done_s": round(at, 3),
                 "first_piece_s": rounded(self.first_piece.get(index)),
                 "held_25_50_75_90_s": self.quartiles.get(index, []),
@@ -295,7 +297,16 @@ async def run(simulation: Simulation, params: ScenarioParams, config: FlashCrowd
         "metadata_p100_s": rounded(percentile(list(timeline.metadata.values()), 1.0)),
         "first_piece_p50_s": rounded(percentile(list(timeline.first_piece.values()), 0.5)),
         "first_piece_p100_s": rounded(percentile(list(timeline.first_piece.values()), 1.0)),
-        "slowest": timeline.slowest(3),
+        "completion_p50_by_upload_s": {
+            str(int(upload)): rounded(
+                percentile(
+                    [at for index, at in timeline.done.items() if swarm.upload[index] == upload],
+                    0.5,
+                )
+            )
+            for upload in sorted(set(uploads))
+        },
+        "slowest": timeline.slowest(3, swarm.upload),
         "upload_timeline_step_s": config.timeline_step,
         "upload_timeline": sampler.shares,
         "messages_received": swarm.tap.summary(),
