@@ -93,10 +93,11 @@ class Session:
     told_held: set[bytes] = attrs.Factory(set)
     """Containers whose held pieces we sent this peer unasked (it showed us part of one)."""
     reveals: dict[bytes, PeerReveal] = attrs.Factory(dict)
+    """Files we seed to this peer a window at a time (`node.swarm.reveal`), by root."""
     early: dict[bytes, list[Have | Bitfield | HaveAll | HaveNone]] = attrs.Factory(dict)
     """Availability of files we know no metadata of yet, in arrival order (`keep_early`)."""
     early_pieces: int = 0
-    """Files we seed to this peer a window at a time (`node.swarm.reveal`), by root."""
+    """Pieces named by the Haves in `early`."""
     pex_told: dict[bytes, set[bytes]] = attrs.Factory(dict)
     """Per container, the swarm members (node ids) our Pex messages listed to this peer."""
     last_pex: float | None = None
@@ -136,6 +137,7 @@ class Session:
         kept.append(message)
 
     def take_early(self, root: bytes) -> list[Have | Bitfield | HaveAll | HaveNone]:
+        """What was kept of `root`, oldest first, forgotten here."""
         kept = self.early.pop(root, [])
         self.early_pieces -= sum(len(m.pieces) for m in kept if isinstance(m, Have))
         return kept

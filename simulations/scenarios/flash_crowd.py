@@ -18,11 +18,10 @@ the median of each upload capacity (tit-for-tat serves fast uploaders first); th
 Kumar-Ross fluid lower bound T_min = max(F/u_s, F/d_min, N*F/(u_s + sum u_i)) computed from
 the capacities actually drawn, and `bound_ratio` = last completion / T_min; beside it
 `piece_floor_ratio`, what the file's division into M pieces alone costs against that fluid
-bound; the copies of the file the seed uploaded, in all and until the swarm held one whole copy
-(`seed_first_copy_s`, `seed_copies_for_first_copy`: BEP 16's measure of a seed); upload
-utilisation; blocks rejected;
-connections per node; where the time goes before data flows (metadata, first piece); message
-counts by type.
+bound; the copies of the file the seed uploaded, in all and until the swarm held one whole
+copy (`seed_first_copy_s`, `seed_copies_for_first_copy`: BEP 16's measure of a seed); upload
+utilisation; blocks rejected; connections per node; where the time goes before data flows
+(metadata, first piece); message counts by type.
 """
 
 from __future__ import annotations

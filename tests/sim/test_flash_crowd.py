@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from simulations.harness import register, run_scenario
 from simulations.scenarios.flash_crowd import FlashCrowd, kumar_ross_bound, piece_floor_ratio
+from simulations.scenarios.swarm import FirstCopy
+from wire.merkle import BLOCK_SIZE
+from wire.swarm import Block
 
 SMALL = register(FlashCrowd(file_bytes=1024 * 1024).spec("flash-crowd-small"))
 
@@ -23,6 +26,22 @@ def test_the_piece_floor_grows_with_the_crowd_and_shrinks_with_more_pieces() -> 
     assert piece_floor_ratio(100, 64) == 1 + 6 / 64
     assert piece_floor_ratio(1000, 256) == 1 + 9 / 256
     assert piece_floor_ratio(1, 1) == 1.0
+
+
+def test_the_first_copy_counts_runs_and_duplicates_until_every_block_was_out() -> None:
+    watch = FirstCopy(b"seed", blocks=5)  # four whole blocks and a short last one
+
+    def run(first: int, blocks: int, size: int = BLOCK_SIZE) -> Block:
+        return Block(b"r" * 32, first, (), b"x" * (blocks - 1) * BLOCK_SIZE + b"x" * size)
+
+    watch.on_block(run(0, 2), now=1.0)
+    watch.on_block(run(0, 2), now=2.0)  # the same run again: a duplicate
+    watch.on_block(run(2, 1), now=3.0)
+    assert watch.done_at is None and watch.copies() is None
+    watch.on_block(run(3, 2, size=100), now=4.0)
+    assert watch.done_at == 4.0 and watch.copies() == 7 / 5
+    watch.on_block(run(4, 1, size=100), now=5.0)  # after the first copy: not counted in it
+    assert watch.copies() == 7 / 5 and watch.sent == 8
 
 
 def test_a_small_flash_crowd_completes_near_the_bound_and_trades() -> None:
