@@ -27,10 +27,9 @@ are *unchoked* at a time. The rules are BitTorrent's, as refined by mainline and
   slow uploaders, whom reciprocation served least, still lack a third of the file, and the
   last finish is theirs. Becoming a seed changes the rules, so the next update rechokes at
   once, and the peers unchoked while we traded have had their turn: the slots do not stay
-  with our trading partners, who are near the end too. At 100 leechers with 16 KiB pieces
-  (seeds 4-8) the last finish went from 1.510 to 1.478 of the bound (mean; better on three
-  seeds, even on one, worse on one); with 64 KiB pieces (seeds 5, 6) from 1.555 to 1.593,
-  so it is no sure win. The slowest are still mostly uploaders of 125 KB/s.
+  with our trading partners, who are near the end too. At 100 leechers (16 KiB pieces,
+  seeds 4-6) the last finish went from 1.50/1.57/1.48 of the bound to 1.44/1.48/1.55 (mean
+  1.516 -> 1.489); the slowest are still mostly uploaders of 125 KB/s.
 
 A decision covers a whole connection (every container it carries): reciprocation is between
 peers, not per file.
