@@ -21,15 +21,8 @@ are *unchoked* at a time. The rules are BitTorrent's, as refined by mainline and
   seeds; the median 0.5 s later); with 64 KiB pieces, whose tail was short, 1.55 to 1.54.
 * **Seeding** (we only upload): download rates mean nothing, so slots go to the peers we upload
   to fastest (they use the bandwidth best) — but a peer that has held a slot for
-  `seed_rotation_s` yields it to a waiting peer, so every interested peer is served in turn
-  and pieces spread through the swarm rather than to one fast peer. Waiting peers are served
-  fewest pieces first, then longest waiting: a crowd's first finishers become seeds while the
-  slow uploaders, whom reciprocation served least, still lack a third of the file, and the
-  last finish is theirs. Becoming a seed changes the rules, so the next update rechokes at
-  once, and the peers unchoked while we traded have had their turn: the slots do not stay
-  with our trading partners, who are near the end too. At 100 leechers (16 KiB pieces,
-  seeds 4-6) the last finish went from 1.50/1.57/1.48 of the bound to 1.44/1.48/1.55 (mean
-  1.516 -> 1.489); the slowest are still mostly uploaders of 125 KB/s.
+  `seed_rotation_s` yields it to the peer that has waited longest, so every interested peer is
+  served in turn and pieces spread through the swarm rather than to one fast peer.
 
 A decision covers a whole connection (every container it carries): reciprocation is between
 peers, not per file.
@@ -162,7 +155,8 @@ class Choker:
         if new_peer_weight < 1 or optimistic_choices < 1:
             raise ValueError("new_peer_weight and optimistic_choices must be at least 1")
         self.upload_capacity = upload_capacity
-        self._seeding = seeding
+        self.seeding = seeding
+        """Set when every download is complete: slots then rotate among the peers we serve."""
         self.per_slot_rate = per_slot_rate
         self.rechoke_interval_s = rechoke_interval_s
         self.optimistic_interval_s = optimistic_interval_s
@@ -174,21 +168,6 @@ class Choker:
         self._regular: list[bytes] = []
         self._optimistic: bytes | None = None
         self._optimistic_until = -math.inf
-        self._turns_since = -math.inf
-        """Seeding turns count from here: unchokes from before we were a seed were not turns."""
-        self._became_seed = False
-
-    @property
-    def seeding(self) -> bool:
-        """Set when every download is complete: slots then rotate among the peers we serve."""
-        return self._seeding
-
-    @seeding.setter
-    def seeding(self, seeding: bool) -> None:
-        if seeding != self._seeding:
-            self._next_rechoke = None  # other rules: the next update decides afresh
-            self._became_seed = seeding
-        self._seeding = seeding
 
     @property
     def slots(self) -> int:
@@ -210,8 +189,6 @@ class Choker:
             if record.node_id in by_id:
                 raise ValueError("a peer appears twice")
             by_id[record.node_id] = record
-        if self._became_seed:
-            self._turns_since, self._became_seed = now, False
         if self._next_rechoke is None or now >= self._next_rechoke:
             target = self._rechoke(peers, by_id, now, rng)
             self._next_rechoke = now + self.rechoke_interval_s
@@ -304,16 +281,15 @@ class Choker:
         return [record for _, _, record in keyed]
 
     def _seed_key(self, record: PeerRecord, now: float) -> tuple[float, ...]:
-        """Seeding order: fast peers whose turn is not over, then waiting peers with the
-        fewest pieces (the longest waiting among equals, never unchoked first), then peers
-        whose turn is over."""
+        """Seeding order: fast peers whose turn is not over, then those waiting longest (never
+        unchoked first), then peers whose turn is over."""
         if not record.choked:
             since = record.last_unchoked if record.last_unchoked is not None else now
-            if self._turns_since <= since and now - since < self.seed_rotation_s:
+            if now - since < self.seed_rotation_s:
                 return (0, -record.upload_rate_to_them)
             return (2, -record.upload_rate_to_them)
         waited_since = record.last_unchoked if record.last_unchoked is not None else -math.inf
-        return (1, record.pieces_held, waited_since)
+        return (1, waited_since)
 
     def _choose_optimistic(
         self,

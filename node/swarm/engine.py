@@ -927,7 +927,6 @@ class SwarmEngine:
                     self.files.pop(root, None)
             self._notify(download)
             download.done.set()
-            self._choke_wakeup.set()  # seeding, perhaps: the choker's rules change
         for session in list(self.sessions.values()):
             await self._sync_index(session)
             await self._update_interest(session)

@@ -35,11 +35,6 @@ def swarm(spec: str, *, connected_at: float = -1000.0) -> list[PeerRecord]:
     return peers
 
 
-def holding(peers: list[PeerRecord], pieces: tuple[int, ...]) -> list[PeerRecord]:
-    """The same peers, each telling us it holds so many pieces."""
-    return [attrs.evolve(r, pieces_held=n) for r, n in zip(peers, pieces, strict=True)]
-
-
 def apply(peers: list[PeerRecord], decision: ChokeDecision, now: float) -> list[PeerRecord]:
     out = []
     for record in peers:
@@ -231,29 +226,6 @@ def test_seeding_prefers_fast_peers_within_their_turn() -> None:
     again = choker.update(peers, 10.0, rng).regular
     assert set(again) == set(first.regular)  # nobody's turn is over yet
     assert list(again) == sorted(first.regular, reverse=True)  # fastest upload first
-
-
-def test_seeding_serves_the_waiting_peers_with_fewest_pieces_first() -> None:
-    """A crowd's first finishers serve those still furthest behind, not its fastest."""
-    peers = holding(swarm("9i 8i 7i 6i 5i 4i 3i 2i"), (90, 80, 5, 70, 60, 10, 50, 1))
-    decision = Choker(seeding=True).update(peers, 0.0, random.Random(1))
-    assert set(decision.regular) == {b"p7", b"p2", b"p5", b"p6"}  # 1, 5, 10 and 50 pieces
-
-
-def test_becoming_a_seed_rechokes_at_once() -> None:
-    """Reciprocation's partners lose their slots to the peers that lag as soon as we hold
-    everything, not at the next rechoke (up to 10 s later) nor at the end of a turn."""
-    peers = holding(swarm("9i 8i 7i 6i 1i 1i 1i 1i 1i 1i"), (90,) * 4 + (3, 2, 1, 4, 5, 6))
-    partners, laggards = {b"p0", b"p1", b"p2", b"p3"}, {b"p%d" % i for i in range(4, 10)}
-    choker, rng = Choker(), random.Random(3)
-    leeching = choker.update(peers, 0.0, rng)
-    peers = apply(peers, leeching, 0.0)
-    assert set(leeching.regular) == partners  # they give most
-    choker.seeding = True
-    seeding = choker.update(peers, 1.0, rng)
-    assert set(seeding.regular) <= laggards and len(seeding.regular) == 4
-    assert set(seeding.choke) == partners - {seeding.optimistic}
-    assert choker.update(apply(peers, seeding, 1.0), 2.0, rng).unchoke == ()  # then stable
 
 
 def test_decisions_are_deterministic_for_a_seed() -> None:
