@@ -231,9 +231,10 @@ class SwarmEngine:
         self.downloads: dict[bytes, Download] = {}
         self.files: dict[bytes, FileDownload] = {}
         self.banned: dict[bytes, float] = {}
-        self._before_transfer: dict[bytes, Download] = {}
-        """Downloads fetching their metadata or recording it: peers' Haves for their files
-        are kept until the transfer begins (`Session.keep_early`)."""
+        self._before_transfer: dict[bytes, frozenset[bytes] | None] = {}
+        """Downloads fetching their metadata or recording it → their file roots (None until
+        the manifest is in): peers' Haves for those files are kept until the transfer
+        begins (`Session.keep_early`)."""
         self._revealed: dict[bytes, RevealedFile] = {}
         """Files we seed a window at a time, by root (`node.swarm.reveal`)."""
         self._dial_failed: dict[bytes, float] = {}
@@ -314,7 +315,7 @@ class SwarmEngine:
         download = Download(container_id, self.download_dir, peers_hint=list(peers))
         download.started_at = self.network.now()
         self.downloads[container_id] = download
-        self._before_transfer[container_id] = download
+        self._before_transfer[container_id] = None
         self.local.want([container_id])
         self._metadata_wanted.set()
         if self._nursery is not None:
@@ -329,6 +330,7 @@ class SwarmEngine:
         """A download the store already knows (imported, or interrupted): skip metadata."""
         manifest = await self.network.run_blocking(self.store.manifest, download.container_id)
         download.manifest = manifest
+        self._before_transfer[download.container_id] = frozenset(self._roots_of(download))
         await self._begin_transfer(download, added=True)
 
     # -- connections --------------------------------------------------------------------------
@@ -439,9 +441,9 @@ class SwarmEngine:
             session.index.receive(message)
             await self._index_events(session)
         elif isinstance(message, HaveAll | HaveNone | Bitfield | Have):
-            if message.root not in self.files and self._metadata_pending(message.root):
-                session.keep_early(message)
-            self._on_availability(session, message)
+            early = message.root not in self.files and self._metadata_pending(message.root)
+            if not (early and session.keep_early(message)):  # kept: applied when known
+                self._on_availability(session, message)
             await self._update_interest(session)
             reveal = session.reveals.get(message.root)
             if reveal is not None and not isinstance(message, HaveNone):
@@ -541,6 +543,7 @@ class SwarmEngine:
             log.exception("cannot read the manifest of %s", container_id.hex()[:16])
             return
         now = self.network.now()
+        waiting = session.wants_from_us
         have_all: list[bytes] = []
         partial: list[Bitfield] = []
         for entry in manifest.files:
@@ -564,7 +567,7 @@ class SwarmEngine:
                 bits[piece >> 3] |= 0x80 >> (piece & 7)
             partial.append(Bitfield(root, manifest.piece_length, bytes(bits)))
         await self._send_have_container(session, container_id, have_all, partial)
-        if session.reveals:
+        if session.wants_from_us and not waiting:
             self._choke_wakeup.set()  # it wants what we show only to peers we unchoke
 
     async def _reveal_more(self, session: Session, root: bytes) -> None:
@@ -614,12 +617,9 @@ class SwarmEngine:
         await self._apply_holdings(session, download)
 
     def _metadata_pending(self, root: bytes) -> bool:
-        """Could `root` be a file of a download whose transfer has not begun?"""
-        for download in self._before_transfer.values():
-            manifest = download.manifest
-            if manifest is None or any(entry.root == root for entry in manifest.files):
-                return True  # with no manifest yet, its roots are unknown
-        return False
+        """Could `root` be a file of a download whose transfer has not begun? (Asked per
+        Have for a file we are not fetching: a set lookup per such download.)"""
+        return any(roots is None or root in roots for roots in self._before_transfer.values())
 
     async def _apply_holdings(self, session: Session, download: Download) -> None:
         """Feed what the peer holds of `download` to the picker (once its roots are known):
@@ -1114,6 +1114,7 @@ class SwarmEngine:
             await self._strike(session, f"sent a bad manifest: {exc}")
             await self._metadata_failed(download, session)
             return
+        self._before_transfer[download.container_id] = frozenset(self._roots_of(download))
         download.state = "layers"
         await self._fetch_layers(session, download)
 
@@ -1423,8 +1424,9 @@ class SwarmEngine:
                     session.last_unchoked = now
                     await self._send(session, Unchoke())
             for session in list(self.sessions.values()):
-                for root in list(session.reveals):  # just unchoked, or windows gone stale
-                    await self._reveal_more(session, root)
+                if not session.am_choking:  # just unchoked, or windows gone stale
+                    for root in list(session.reveals):
+                        await self._reveal_more(session, root)
             wake = decision.next_update
             if any(not s.am_choking for s in self.sessions.values()):
                 wake = min(wake, now + IDLE_UNCHOKE_SECONDS)  # a slot may go unused

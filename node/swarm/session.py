@@ -117,24 +117,25 @@ class Session:
         it sees nothing to ask for until we unchoke it, so it waits for a slot all the same."""
         return self.peer_interested or bool(self.reveals)
 
-    def keep_early(self, message: Have | Bitfield | HaveAll | HaveNone) -> None:
+    def keep_early(self, message: Have | Bitfield | HaveAll | HaveNone) -> bool:
         """Keep availability of a file whose metadata we are still fetching, to apply once
         the transfer begins (`take_early`): a seed shows pieces as soon as it unchokes us,
         often before its manifest and layers have reached us. Bounded by EARLY_ROOTS and
-        EARLY_PIECES; beyond them it is dropped, as before we kept any."""
+        EARLY_PIECES; beyond them it is not kept (False)."""
         kept = self.early.get(message.root)
         if kept is None:
             if len(self.early) >= EARLY_ROOTS:
-                return
+                return False
             kept = self.early[message.root] = []
         if isinstance(message, Have):
             if self.early_pieces + len(message.pieces) > EARLY_PIECES:
-                return
+                return False
             self.early_pieces += len(message.pieces)
         else:  # says what the peer holds of the file: what came before no longer counts
             self.early_pieces -= sum(len(m.pieces) for m in kept if isinstance(m, Have))
             kept.clear()
         kept.append(message)
+        return True
 
     def take_early(self, root: bytes) -> list[Have | Bitfield | HaveAll | HaveNone]:
         """What was kept of `root`, oldest first, forgotten here."""

@@ -93,13 +93,13 @@ def test_a_bitfield_or_have_all_replaces_what_was_kept_of_the_file() -> None:
 
 def test_what_is_kept_before_the_metadata_is_bounded() -> None:
     session = unchoked_at(0.0)
-    for number in range(EARLY_ROOTS + 5):
-        session.keep_early(HaveAll(number.to_bytes(32, "big")))
-    assert len(session.early) == EARLY_ROOTS  # files beyond the bound are dropped
+    kept = [session.keep_early(HaveAll(n.to_bytes(32, "big"))) for n in range(EARLY_ROOTS + 5)]
+    assert kept == [True] * EARLY_ROOTS + [False] * 5  # files beyond the bound are not kept
+    assert len(session.early) == EARLY_ROOTS
     crowded = unchoked_at(0.0)
     pieces = tuple(range(4096))
     for _ in range(EARLY_PIECES // 4096):
         crowded.keep_early(Have(b"a" * 32, 16384, pieces))
-    crowded.keep_early(Have(b"a" * 32, 16384, (5000,)))  # one more than the bound: dropped
+    assert not crowded.keep_early(Have(b"a" * 32, 16384, (5000,)))  # one beyond the bound
     assert crowded.early_pieces == EARLY_PIECES
     assert len(crowded.take_early(b"a" * 32)) == EARLY_PIECES // 4096
