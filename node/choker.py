@@ -1,10 +1,27 @@
-"""Who we upload to: tit-for-tat unchoking, one decision per connection.
+"""Who we upload to: tit-for-tat unchoking with a share for the peers behind, one decision per
+connection.
 
 We cannot upload to everyone at once (each stream would be too slow to matter), so a few peers
 are *unchoked* at a time. The rules are BitTorrent's, as refined by mainline and libtorrent:
 
-* **Reciprocation** (while we download): every `rechoke_interval_s` (10 s) the `slots` regular
-  unchoke slots go to the interested peers that upload to us fastest. Peers who give get.
+* **Reciprocation** (while we download): every `rechoke_interval_s` (3 s) the regular slots
+  not given by need (below) go to the interested peers that upload to us fastest, by their
+  rate over the last 20 s. Peers who give get.
+* **Need slots** (while we download): `need_share` (half) of the regular slots, rounded up, go
+  first to the interested peers that told us they hold the fewest pieces. Reciprocation alone
+  gives each peer back about what it uploads; the fluid bound needs every peer to download at
+  the same rate, the fast uploaders' surplus going to the slow ones, so that all finish
+  together. By rate alone a flash crowd's 125 KB/s uploaders, served by one or two partners
+  after the first rechokes, finished 2-3 s after the 500 KB/s ones and set the last finish.
+  Each node ranks its own peers (~50 in a crowd), so the need slots spread over the laggards
+  rather than crowd one. Progress changes quickly, hence a rechoke every 3 s rather than
+  BitTorrent's 10 s; by rate alone the 3 s period did not help (the last finish as late or
+  later). 100 leechers, 16 KiB pieces, seeds 4 and 5: last finish 1.49 / 1.58 of the bound by
+  rate alone, 1.37 / 1.42 with half the slots by need (1.41 / 1.42 with every slot by need
+  and a 10 s rechoke), and the median finish of each upload capacity within 0.2 s of the
+  others (it was 1.9 s apart); 64 KiB pieces, seed 5: 1.54 to 1.47.
+  The cost: a peer that under-reports what it holds draws need slots; kinswarm's swarms are
+  federations of people who know each other, and the slots by rate still reward giving.
 * **Optimistic unchoke**: one more interested, choked peer, chosen at random and kept for
   `optimistic_interval_s` (30 s). It is how a newcomer with nothing to trade gets its first
   pieces and how we discover peers faster than our current partners. Newly connected peers are
@@ -62,6 +79,7 @@ from typing import Final
 import attrs
 
 __all__ = [
+    "DEFAULT_NEED_SHARE",
     "DEFAULT_NEW_PEER_S",
     "DEFAULT_OPTIMISTIC_CHOICES",
     "DEFAULT_OPTIMISTIC_INTERVAL_S",
@@ -78,11 +96,12 @@ __all__ = [
     "RateMeter",
 ]
 
-DEFAULT_RECHOKE_INTERVAL_S: Final = 10.0
-"""BitTorrent's rechoke period: long enough for TCP to reach full speed on a new unchoke and
-for rates to mean something, short enough to react to a peer that stops giving."""
+DEFAULT_RECHOKE_INTERVAL_S: Final = 3.0
+"""BitTorrent rechokes every 10 s. The need slots follow progress, which changes by tens of
+pieces in 10 s; rates are averaged over 20 s whatever the period, so the slots given by rate
+stay as stable as before (see the module docstring)."""
 DEFAULT_OPTIMISTIC_INTERVAL_S: Final = 30.0
-"""Three rechoke periods, as in BitTorrent: the optimistic peer gets time to prove itself."""
+"""BitTorrent's 30 s: the optimistic peer gets time to prove itself."""
 DEFAULT_SEED_ROTATION_S: Final = 30.0
 """While seeding, a slot is held at most this long while others wait."""
 DEFAULT_NEW_PEER_S: Final = 60.0
@@ -95,6 +114,8 @@ DEFAULT_PER_SLOT_RATE: Final = 64 * 1024
 """Bytes/s of our upload each regular slot should get (see the module docstring)."""
 DEFAULT_OPTIMISTIC_CHOICES: Final = 3
 """Peers drawn for an optimistic unchoke; the one furthest behind (fewest pieces) wins."""
+DEFAULT_NEED_SHARE: Final = 0.5
+"""Share of the regular slots given by need (fewest pieces first) rather than by rate."""
 DEFAULT_RATE_WINDOW_S: Final = 20
 """Rates are averaged over 20 s: two rechoke periods, so one burst does not win a slot."""
 
@@ -149,11 +170,14 @@ class Choker:
         new_peer_s: float = DEFAULT_NEW_PEER_S,
         new_peer_weight: int = DEFAULT_NEW_PEER_WEIGHT,
         optimistic_choices: int = DEFAULT_OPTIMISTIC_CHOICES,
+        need_share: float = DEFAULT_NEED_SHARE,
     ) -> None:
         if per_slot_rate <= 0 or rechoke_interval_s <= 0 or optimistic_interval_s <= 0:
             raise ValueError("rates and intervals must be positive")
         if new_peer_weight < 1 or optimistic_choices < 1:
             raise ValueError("new_peer_weight and optimistic_choices must be at least 1")
+        if not 0 <= need_share <= 1:
+            raise ValueError("need_share is a share of the slots, from 0 to 1")
         self.upload_capacity = upload_capacity
         self.seeding = seeding
         """Set when every download is complete: slots then rotate among the peers we serve."""
@@ -164,6 +188,7 @@ class Choker:
         self.new_peer_s = new_peer_s
         self.new_peer_weight = new_peer_weight
         self.optimistic_choices = optimistic_choices
+        self.need_share = need_share
         self._next_rechoke: float | None = None
         self._regular: list[bytes] = []
         self._optimistic: bytes | None = None
@@ -176,6 +201,12 @@ class Choker:
             return UNKNOWN_CAPACITY_SLOTS
         wanted = int(self.upload_capacity // self.per_slot_rate)
         return max(MIN_SLOTS, min(wanted, MAX_SLOTS))
+
+    @property
+    def need_slots(self) -> int:
+        """Regular slots that go to the peers furthest behind, not the fastest (rounded up:
+        a one-slot node gives its slot by need)."""
+        return math.ceil(self.slots * self.need_share)
 
     def next_deadline(self) -> float | None:
         """When the next rechoke is due (None before the first update)."""
@@ -273,12 +304,18 @@ class Choker:
         """Best first. One random draw per candidate breaks ties (at start every rate is 0,
         and ordering by node id would favour the same peers forever)."""
         keyed: list[tuple[tuple[float, ...], float, PeerRecord]]
-        if not self.seeding:
-            keyed = [((-r.download_rate_from_them,), rng.random(), r) for r in candidates]
-        else:
+        if self.seeding:
             keyed = [(self._seed_key(r, now), rng.random(), r) for r in candidates]
-        keyed.sort(key=lambda item: (item[0], item[1]))
-        return [record for _, _, record in keyed]
+            keyed.sort(key=lambda item: (item[0], item[1]))
+            return [record for _, _, record in keyed]
+        draws = {r.node_id: rng.random() for r in candidates}
+        by_rate = sorted(candidates, key=lambda r: (-r.download_rate_from_them, draws[r.node_id]))
+        if not self.need_slots:
+            return by_rate
+        needy = sorted(candidates, key=lambda r: (r.pieces_held, draws[r.node_id]))
+        needy = needy[: self.need_slots]
+        first = {r.node_id for r in needy}
+        return needy + [r for r in by_rate if r.node_id not in first]
 
     def _seed_key(self, record: PeerRecord, now: float) -> tuple[float, ...]:
         """Seeding order: fast peers whose turn is not over, then those waiting longest (never

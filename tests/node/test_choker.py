@@ -2,7 +2,9 @@
 
 Swarms are written as strings: `swarm("9i 5i 7- 3i")` is four peers p0..p3 with download rates
 9, 5, 7, 3 (KiB/s from them), `i` for interested and `-` for not. `run` replays rechokes every
-10 s and applies each decision to the records, as a connection would.
+rechoke interval and applies each decision to the records, as a connection would. The tests of
+reciprocation use `tit_for_tat()`, BitTorrent's choker (every slot by rate, a rechoke every
+10 s); the need slots have tests of their own.
 """
 
 from __future__ import annotations
@@ -10,13 +12,18 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter
+from typing import Any
 
 import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from node.choker import ChokeDecision, Choker, PeerRecord, RateMeter
+from node.choker import DEFAULT_PER_SLOT_RATE, ChokeDecision, Choker, PeerRecord, RateMeter
+
+
+def tit_for_tat(**options: Any) -> Choker:
+    return Choker(need_share=0.0, rechoke_interval_s=10.0, **options)
 
 
 def swarm(spec: str, *, connected_at: float = -1000.0) -> list[PeerRecord]:
@@ -66,7 +73,7 @@ def unchoked(peers: list[PeerRecord]) -> set[bytes]:
 
 def test_regular_slots_go_to_the_four_fastest_interested_peers() -> None:
     peers = swarm("9i 5i 7- 3i 8i 1i 6i 2i")
-    decision = Choker().update(peers, 0.0, random.Random(1))
+    decision = tit_for_tat().update(peers, 0.0, random.Random(1))
     assert decision.regular == (b"p0", b"p4", b"p6", b"p1")  # 9, 8, 6, 5; p2 is not interested
     assert decision.optimistic in {b"p3", b"p5", b"p7"}
     assert set(decision.unchoke) == {*decision.regular, decision.optimistic}
@@ -75,7 +82,7 @@ def test_regular_slots_go_to_the_four_fastest_interested_peers() -> None:
 
 
 def test_a_peer_that_stops_giving_loses_its_slot_at_the_next_rechoke() -> None:
-    choker = Choker()
+    choker = tit_for_tat()
     rng = random.Random(0)
     peers = swarm("9i 5i 7i 3i 8i 4i")
     peers = apply(peers, choker.update(peers, 0.0, rng), 0.0)
@@ -87,7 +94,7 @@ def test_a_peer_that_stops_giving_loses_its_slot_at_the_next_rechoke() -> None:
 
 
 def test_uninterested_peers_are_never_unchoked() -> None:
-    decisions = run(Choker(), swarm("9- 5- 7i"), 120.0)
+    decisions = run(tit_for_tat(), swarm("9- 5- 7i"), 120.0)
     for decision in decisions:
         assert set(decision.unchoke) <= {b"p2"}
         assert decision.optimistic != b"p0" and decision.optimistic != b"p1"
@@ -95,7 +102,7 @@ def test_uninterested_peers_are_never_unchoked() -> None:
 
 def test_optimistic_unchoke_rotates_every_30_seconds() -> None:
     peers = swarm("9i 8i 7i 6i " + "1i " * 8)
-    decisions = run(Choker(), peers, 300.0, seed=3)
+    decisions = run(tit_for_tat(), peers, 300.0, seed=3)
     optimistic = [d.optimistic for d in decisions]  # one entry per 10 s
     for start in range(0, len(optimistic) - 2, 3):
         assert optimistic[start] == optimistic[start + 1] == optimistic[start + 2]
@@ -110,7 +117,7 @@ def test_new_peers_are_three_times_as_likely_to_be_optimistic() -> None:
     for seed in range(3000):
         peers = swarm("9i 8i 7i 6i 0i 0i 0i")  # p4..p6 compete for the optimistic slot
         peers[4] = attrs.evolve(peers[4], connected_at=-5.0)  # connected 5 s ago
-        wins[Choker().update(peers, 0.0, random.Random(seed)).optimistic or b""] += 1
+        wins[tit_for_tat().update(peers, 0.0, random.Random(seed)).optimistic or b""] += 1
     assert 0.52 < wins[b"p4"] / 3000 < 0.68  # 3 / (3 + 1 + 1) = 0.6
 
 
@@ -120,7 +127,7 @@ def test_the_optimistic_peer_is_most_often_one_that_lags() -> None:
         peers = swarm("9i 8i 7i 6i " + "0i " * 10)  # p4..p13 compete for the optimistic slot
         for index in range(4, 14):
             peers[index] = attrs.evolve(peers[index], pieces_held=(index - 4) * 10)
-        wins[Choker().update(peers, 0.0, random.Random(seed)).optimistic or b""] += 1
+        wins[tit_for_tat().update(peers, 0.0, random.Random(seed)).optimistic or b""] += 1
     # Best of three draws among ten: the one furthest behind wins 1 - 0.9^3 = 27 % of the time,
     # the one furthest ahead 0.1 %.
     assert 0.23 < wins[b"p4"] / 2000 < 0.31
@@ -133,13 +140,58 @@ def test_the_optimistic_peer_is_most_often_one_that_lags() -> None:
         peers = swarm("9i 8i 7i 6i " + "0i " * 10)
         for index in range(4, 14):
             peers[index] = attrs.evolve(peers[index], pieces_held=(index - 4) * 10)
-        choker = Choker(optimistic_choices=1)
+        choker = tit_for_tat(optimistic_choices=1)
         single[choker.update(peers, 0.0, random.Random(seed)).optimistic or b""] += 1
     assert max(single.values()) < 1.3 * min(single.values())
 
 
+def with_pieces(peers: list[PeerRecord], *held: int) -> list[PeerRecord]:
+    return [attrs.evolve(r, pieces_held=n) for r, n in zip(peers, held, strict=True)]
+
+
+def test_half_the_slots_go_to_the_peers_furthest_behind() -> None:
+    choker = Choker(upload_capacity=8 * DEFAULT_PER_SLOT_RATE)
+    assert (choker.slots, choker.need_slots) == (8, 4)
+    peers = swarm("9i 8i 7i 6i 5i 4i 3i 2i 1i 1i 1i 1i 1-")
+    peers = with_pieces(peers, 90, 80, 70, 60, 50, 40, 30, 20, 5, 9, 7, 11, 0)
+    decision = choker.update(peers, 0.0, random.Random(0))
+    assert decision.regular[:4] == (b"p8", b"p10", b"p9", b"p11")  # fewest pieces first
+    assert decision.regular[4:] == (b"p0", b"p1", b"p2", b"p3")  # then the fastest of the rest
+    assert b"p12" not in decision.unchoke  # behind, but wants nothing from us
+
+
+def test_a_one_slot_node_gives_its_slot_by_need() -> None:
+    choker = Choker(upload_capacity=125_000)
+    assert (choker.slots, choker.need_slots) == (1, 1)
+    peers = with_pieces(swarm("9i 1i 5i"), 50, 10, 30)
+    assert choker.update(peers, 0.0, random.Random(0)).regular == (b"p1",)
+
+
+def test_a_need_slot_follows_progress_at_the_next_rechoke() -> None:
+    choker = Choker(upload_capacity=2 * DEFAULT_PER_SLOT_RATE)  # one slot by need, one by rate
+    assert choker.rechoke_interval_s == 3.0
+    rng = random.Random(0)
+    peers = with_pieces(swarm("9i 1i 1i 1i 1i"), 50, 10, 20, 30, 35)
+    first = choker.update(peers, 0.0, rng)
+    assert first.regular == (b"p1", b"p0")
+    peers = apply(peers, first, 0.0)
+    peers[1] = attrs.evolve(peers[1], pieces_held=45)  # p1 caught up
+    assert choker.update(peers, 2.0, rng).choke == ()  # no choking between rechokes
+    decision = choker.update(peers, 3.0, rng)
+    assert decision.choke == (b"p1",)
+    assert decision.regular[1] == b"p0"  # the slot given by rate stays
+    assert decision.regular[0] in (b"p2", b"p3") and decision.regular[0] != decision.optimistic
+
+
+def test_no_slot_by_need_when_the_share_is_zero_and_the_share_is_checked() -> None:
+    assert tit_for_tat(upload_capacity=8 * DEFAULT_PER_SLOT_RATE).need_slots == 0
+    assert Choker(upload_capacity=3 * DEFAULT_PER_SLOT_RATE, need_share=1.0).need_slots == 3
+    with pytest.raises(ValueError, match="need_share"):
+        Choker(need_share=1.5)
+
+
 def test_vacancies_are_filled_between_rechokes() -> None:
-    choker = Choker()
+    choker = tit_for_tat()
     rng = random.Random(0)
     peers = swarm("9i 8i 7i 6i 5i 4i")
     peers = apply(peers, choker.update(peers, 0.0, rng), 0.0)
@@ -157,7 +209,7 @@ def idle(peers: list[PeerRecord], *ids: bytes) -> list[PeerRecord]:
 
 def after_first_rechoke(spec: str) -> tuple[Choker, random.Random, list[PeerRecord]]:
     """A default choker that made its first decision at 0 s, applied to `swarm(spec)`."""
-    choker, rng = Choker(), random.Random(0)
+    choker, rng = tit_for_tat(), random.Random(0)
     peers = swarm(spec)
     return choker, rng, apply(peers, choker.update(peers, 0.0, rng), 0.0)
 
@@ -200,7 +252,7 @@ def test_seeding_rotation_serves_every_peer() -> None:
     served: dict[bytes, int] = {}
     longest_wait = 0.0
     rng = random.Random(9)
-    choker = Choker(seeding=True)
+    choker = tit_for_tat(seeding=True)
     now = 0.0
     while now <= 600.0:
         decision = choker.update(peers, now, rng)
@@ -217,7 +269,7 @@ def test_seeding_rotation_serves_every_peer() -> None:
 
 
 def test_seeding_prefers_fast_peers_within_their_turn() -> None:
-    choker = Choker(seeding=True)
+    choker = tit_for_tat(seeding=True)
     rng = random.Random(2)
     peers = swarm("1i 1i 1i 1i 1i 1i")
     first = choker.update(peers, 0.0, rng)
@@ -230,9 +282,9 @@ def test_seeding_prefers_fast_peers_within_their_turn() -> None:
 
 def test_decisions_are_deterministic_for_a_seed() -> None:
     spec = "9i 5i 7- 3i 8i 1i 6i 2i 0i 0i 4i"
-    first = run(Choker(), swarm(spec), 200.0, seed=42)
-    again = run(Choker(), swarm(spec), 200.0, seed=42)
-    other = run(Choker(), swarm(spec), 200.0, seed=43)
+    first = run(tit_for_tat(), swarm(spec), 200.0, seed=42)
+    again = run(tit_for_tat(), swarm(spec), 200.0, seed=42)
+    other = run(tit_for_tat(), swarm(spec), 200.0, seed=43)
     assert first == again
     assert first != other
 
