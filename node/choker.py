@@ -117,7 +117,8 @@ DEFAULT_OPTIMISTIC_CHOICES: Final = 3
 DEFAULT_NEED_SHARE: Final = 0.5
 """Share of the regular slots given by need (fewest pieces first) rather than by rate."""
 DEFAULT_RATE_WINDOW_S: Final = 20
-"""Rates are averaged over 20 s: two rechoke periods, so one burst does not win a slot."""
+"""Rates are averaged over 20 s (BitTorrent's two rechoke periods), so one burst does not win a
+slot."""
 
 
 @attrs.frozen
@@ -301,7 +302,8 @@ class Choker:
     def _rank(
         self, candidates: list[PeerRecord], now: float, rng: random.Random
     ) -> list[PeerRecord]:
-        """Best first. One random draw per candidate breaks ties (at start every rate is 0,
+        """Best first: while we download, the `need_slots` peers furthest behind, then the
+        others by rate. One random draw per candidate breaks ties (at start every rate is 0,
         and ordering by node id would favour the same peers forever)."""
         keyed: list[tuple[tuple[float, ...], float, PeerRecord]]
         if self.seeding:
