@@ -7,7 +7,7 @@ are *unchoked* at a time. The rules are BitTorrent's, as refined by mainline and
 * **Reciprocation** (while we download): every `rechoke_interval_s` (3 s) the regular slots
   not given by need (below) go to the interested peers that upload to us fastest, by their
   rate over the last 20 s. Peers who give get.
-* **Need slots** (while we download): `need_share` (half) of the regular slots, rounded up, go
+* **Need slots** (while we download): `need_share` (half) of the regular slots, rounded down, go
   first to the interested peers that told us they hold the fewest pieces. Reciprocation alone
   gives each peer back about what it uploads; the fluid bound needs every peer to download at
   the same rate, the fast uploaders' surplus going to the slow ones, so that all finish
@@ -16,10 +16,14 @@ are *unchoked* at a time. The rules are BitTorrent's, as refined by mainline and
   Each node ranks its own peers (~50 in a crowd), so the need slots spread over the laggards
   rather than crowd one. Progress changes quickly, hence a rechoke every 3 s rather than
   BitTorrent's 10 s; by rate alone the 3 s period did not help (the last finish as late or
-  later). 100 leechers, 16 KiB pieces, seeds 4 and 5: last finish 1.49 / 1.58 of the bound by
-  rate alone, 1.37 / 1.42 with half the slots by need (1.41 / 1.42 with every slot by need
-  and a 10 s rechoke), and the median finish of each upload capacity within 0.2 s of the
-  others (it was 1.9 s apart); 64 KiB pieces, seed 5: 1.54 to 1.47.
+  later). Rounded down, so a node with one slot (a 125 KB/s uplink) keeps it for
+  reciprocation: rounded up, the last finish was no better and the median 0.2 s later.
+  100 leechers, 16 KiB pieces, seeds 4 / 5 / 6: last finish 1.49 / 1.58 / 1.48 of the bound
+  by rate alone, 1.37 / 1.36 / 1.38 with half the slots by need (1.41 / 1.42 / 1.47 with every
+  slot by need and a 10 s rechoke); the median finish of the 125 KB/s uploaders 1.9 s after
+  the 500 KB/s ones by rate alone, 0.2-0.7 s with need slots. 64 KiB pieces, seeds 5 / 6:
+  1.54 / 1.57 to 1.47 / 1.47 (rounded up); 1,000 leechers, seed 1: 1.53 by rate alone, 1.45
+  (rounded up).
   The cost: a peer that under-reports what it holds draws need slots; kinswarm's swarms are
   federations of people who know each other, and the slots by rate still reward giving.
 * **Optimistic unchoke**: one more interested, choked peer, chosen at random and kept for
@@ -205,9 +209,9 @@ class Choker:
 
     @property
     def need_slots(self) -> int:
-        """Regular slots that go to the peers furthest behind, not the fastest (rounded up:
-        a one-slot node gives its slot by need)."""
-        return math.ceil(self.slots * self.need_share)
+        """Regular slots that go to the peers furthest behind, not the fastest (rounded down:
+        a one-slot node keeps its slot for reciprocation)."""
+        return math.floor(self.slots * self.need_share)
 
     def next_deadline(self) -> float | None:
         """When the next rechoke is due (None before the first update)."""

@@ -160,11 +160,14 @@ def test_half_the_slots_go_to_the_peers_furthest_behind() -> None:
     assert b"p12" not in decision.unchoke  # behind, but wants nothing from us
 
 
-def test_a_one_slot_node_gives_its_slot_by_need() -> None:
-    choker = Choker(upload_capacity=125_000)
-    assert (choker.slots, choker.need_slots) == (1, 1)
-    peers = with_pieces(swarm("9i 1i 5i"), 50, 10, 30)
-    assert choker.update(peers, 0.0, random.Random(0)).regular == (b"p1",)
+def test_need_slots_are_rounded_down_so_a_one_slot_node_reciprocates() -> None:
+    peers = with_pieces(swarm("9i 1i 5i 2i"), 50, 10, 30, 40)
+    one = Choker(upload_capacity=125_000)
+    assert (one.slots, one.need_slots) == (1, 0)
+    assert one.update(peers, 0.0, random.Random(0)).regular == (b"p0",)  # the fastest
+    three = Choker(upload_capacity=3 * DEFAULT_PER_SLOT_RATE)
+    assert (three.slots, three.need_slots) == (3, 1)
+    assert three.update(peers, 0.0, random.Random(0)).regular == (b"p1", b"p0", b"p2")
 
 
 def test_a_need_slot_follows_progress_at_the_next_rechoke() -> None:
