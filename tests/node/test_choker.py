@@ -23,6 +23,7 @@ from node.choker import DEFAULT_PER_SLOT_RATE, ChokeDecision, Choker, PeerRecord
 
 
 def tit_for_tat(**options: Any) -> Choker:
+    """BitTorrent's choker: no slot by need, a rechoke every 10 s."""
     return Choker(need_share=0.0, rechoke_interval_s=10.0, **options)
 
 
@@ -184,6 +185,37 @@ def test_a_need_slot_follows_progress_at_the_next_rechoke() -> None:
     assert decision.choke == (b"p1",)
     assert decision.regular[1] == b"p0"  # the slot given by rate stays
     assert decision.regular[0] in (b"p2", b"p3") and decision.regular[0] != decision.optimistic
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 50), st.integers(0, 50)), min_size=1, max_size=30),
+    st.integers(min_value=1, max_value=12),
+)
+def test_need_picks_are_furthest_behind_and_the_rest_go_by_rate(
+    rates_and_pieces: list[tuple[int, int]], slots: int
+) -> None:
+    peers = [
+        PeerRecord(
+            node_id=b"p%d" % i,
+            interested=True,
+            download_rate_from_them=float(rate),
+            pieces_held=held,
+        )
+        for i, (rate, held) in enumerate(rates_and_pieces)
+    ]
+    by_id = {r.node_id: r for r in peers}
+    choker = Choker(upload_capacity=slots * DEFAULT_PER_SLOT_RATE)
+    decision = choker.update(peers, 0.0, random.Random(0))
+    assert len(decision.regular) == min(slots, len(peers))
+    needy = decision.regular[: choker.need_slots]
+    others = [r for r in peers if r.node_id not in needy]
+    if needy and others:
+        assert max(by_id[n].pieces_held for n in needy) <= min(r.pieces_held for r in others)
+    by_rate = [by_id[n].download_rate_from_them for n in decision.regular[choker.need_slots :]]
+    assert by_rate == sorted(by_rate, reverse=True)
+    left_out = [r for r in others if r.node_id not in decision.regular]
+    if by_rate:
+        assert all(r.download_rate_from_them <= by_rate[-1] for r in left_out)
 
 
 def test_no_slot_by_need_when_the_share_is_zero_and_the_share_is_checked() -> None:
