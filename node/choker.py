@@ -23,7 +23,7 @@ are *unchoked* at a time. The rules are BitTorrent's, as refined by mainline and
   slot by need and a 10 s rechoke); the median finish of the 125 KB/s uploaders 1.9 s after
   the 500 KB/s ones by rate alone, 0.2-0.7 s with need slots. 64 KiB pieces, seeds 5 / 6:
   1.54 / 1.57 to 1.47 / 1.47 (rounded up); 1,000 leechers, seed 1: 1.53 by rate alone, 1.45
-  (rounded up).
+  rounded up, 1.47 rounded down (one run each: the median 0.25 s sooner, the last 0.2 s later).
   The cost: a peer that under-reports what it holds draws need slots; kinswarm's swarms are
   federations of people who know each other, and the slots by rate still reward giving.
 * **Optimistic unchoke**: one more interested, choked peer, chosen at random and kept for
