@@ -613,6 +613,12 @@ class PiecePicker:
             self._pick_endgame(peer, ps, count, now, out)
         return out
 
+    @property
+    def requestable_blocks(self) -> int:
+        """Blocks of wanted pieces that some connected peer has and that no request covers:
+        what `pick` can still hand out before endgame. O(1)."""
+        return self._free_available
+
     def in_endgame(self) -> bool:
         """Every wanted block some peer could send is requested or received, and some remain."""
         return self._free_available == 0 and self.remaining_blocks() > 0

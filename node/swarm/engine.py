@@ -45,6 +45,7 @@ from node.swarm.capacity import UploadCapacityEstimate
 from node.swarm.metaqueue import MetadataQueue
 from node.swarm.pacer import UploadPacer
 from node.swarm.pex import contacts_to_add, due_for_pex
+from node.swarm.pipeline import SCARCE_BLOCKS, request_depth
 from node.swarm.reveal import MIN_WINDOW_PIECES, PeerReveal, RevealedFile
 from node.swarm.session import ALL_PIECES, IDLE_UNCHOKE_SECONDS, STRIKES_TO_BAN, Session
 from node.swarm.storeapi import SwarmStore
@@ -122,14 +123,9 @@ were told. Spaced at the full rate, a 1,000-leecher flash crowd's seed spent 0.5
 piece layers (1.3 MB) and its Blocks went out at a quarter of its rate; the peers it gives the
 metadata to serve the rest."""
 BAN_SECONDS: Final = 3600.0
-MIN_DEPTH: Final = 8
-"""Blocks in flight to a peer at least (and two request units). More parks the last pieces
-of a download at slow peers: with 16, a 100-leecher flash crowd of 64 KiB pieces had
-stragglers at 1.4x the median (bound ratio 2.48 against 1.79 with 8)."""
 REFILL_BATCH: Final = 64
 """With requests in flight, wait until this many blocks (or as many as are in flight) can go
 before asking the picker again: one pick then hands out whole pieces, sent as long runs."""
-MAX_DEPTH: Final = 256
 WRITE_BATCH_BYTES: Final = 8 * 1024 * 1024
 MAX_PEERS_PER_DOWNLOAD: Final = 40
 """Discovery dials until this many connections are in a download's swarm."""
@@ -724,7 +720,8 @@ class SwarmEngine:
     def _depth(self, session: Session) -> int:
         rtt = session.peer.round_trip_seconds or 0.2
         rate = session.recent_down.rate(self.network.now())
-        return max(MIN_DEPTH, min(MAX_DEPTH, math.ceil(rate * (rtt + 0.25) / BLOCK_SIZE)))
+        scarce = self.picker.requestable_blocks < SCARCE_BLOCKS
+        return request_depth(rate, rtt, scarce=scarce)
 
     async def _fill_requests(self, session: Session) -> None:
         if session.peer_choking or not session.am_interested:

@@ -297,6 +297,21 @@ def test_no_endgame_while_free_blocks_remain_elsewhere() -> None:
     assert pick(picker, count=2) == []  # X only has piece 0, already in flight
 
 
+def test_requestable_blocks_count_what_peers_have_and_no_request_covers() -> None:
+    """The engine asks slow peers for less once this runs low (`node.swarm.pipeline`)."""
+    picker = setup_picker("2201", held="0001", blocks=2)  # piece 2: nobody has it
+    assert picker.requestable_blocks == 4  # pieces 0 and 1, two blocks each
+    request_all(picker, OTHERS[0], [BlockRequest(ROOT, 0, 0)])
+    assert picker.requestable_blocks == 3
+    picker.peer_has(OTHERS[1], ROOT, 2)
+    assert picker.requestable_blocks == 5
+    request_all(picker, X, [BlockRequest(ROOT, 0, 0)])  # an endgame duplicate: no change
+    assert picker.requestable_blocks == 5
+    picker.set_priority(ROOT, 0)
+    assert picker.requestable_blocks == 0  # nothing wanted
+    picker.check_invariants()
+
+
 def test_fresh_blocks_then_duplicates_in_one_pick() -> None:
     picker = setup_picker("22", blocks=1)
     request_all(picker, OTHERS[0], [BlockRequest(ROOT, 0, 0)])

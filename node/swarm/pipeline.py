@@ -1,0 +1,52 @@
+"""How many blocks to keep requested from one peer at a time.
+
+Enough to keep the peer's upload busy across a round trip: its rate over the last seconds
+times the round trip plus a quarter second, at least `MIN_DEPTH` while there is plenty left
+to ask for. Too deep parks blocks at slow peers: a block waits in a peer's queue for as long
+as the blocks in front of it take at that peer's rate, while a faster peer could have sent
+it.
+
+That matters when little is left to ask for. `PiecePicker.requestable_blocks` counts the
+blocks some connected peer has that no request covers; below `SCARCE_BLOCKS` the floor drops
+to `SCARCE_MIN_DEPTH`, so each peer holds what its rate delivers in a round trip and no more.
+This happens twice in a download: at the start, while the peers hold few pieces, and at the
+end. A flash crowd (100 leechers, 16 KiB pieces, seeds 4 / 5 / 6) with the floor of 8
+throughout finished at 1.347 / 1.342 / 1.381 of the Kumar-Ross bound, median 17.2-17.6 s;
+with the floor at 2 below 64 requestable blocks 1.313 / 1.337 / 1.334, median 16.5-16.6 s
+(below 32: 1.327 / 1.318 / 1.326). With the floor at 2 always, the median came sooner still
+(16.3 s) but the last finish did not (1.369 / 1.346 / 1.366): fast downloaders pulled ahead
+and the slow ones were left with the last pieces. A scarcity threshold relative to the peers
+unchoking us (eight blocks each) gave 1.333 / 1.360 / 1.313.
+
+Pure functions, no state: the engine passes what it measured.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Final
+
+from wire.merkle import BLOCK_SIZE
+
+MIN_DEPTH: Final = 8
+"""Blocks in flight to a peer at least while blocks are plentiful. More parks the last pieces
+of a download at slow peers: with 16, a 100-leecher flash crowd of 64 KiB pieces had
+stragglers at 1.4x the median (bound ratio 2.48 against 1.79 with 8)."""
+SCARCE_MIN_DEPTH: Final = 2
+"""The floor once fewer than `SCARCE_BLOCKS` can be requested: one block arriving while the
+next is on its way."""
+SCARCE_BLOCKS: Final = 64
+"""Requestable blocks (1 MiB) below which the floor drops (see the module docstring)."""
+MAX_DEPTH: Final = 256
+SLACK_SECONDS: Final = 0.25
+"""Added to the round trip: the time a request may wait for the peer's uploader."""
+
+
+def request_depth(rate: float, round_trip: float, *, scarce: bool) -> int:
+    """Blocks to keep in flight to a peer that sent us `rate` bytes/s lately, `round_trip`
+    seconds away; `scarce` when fewer than `SCARCE_BLOCKS` blocks are left to request."""
+    if rate < 0 or round_trip < 0:
+        raise ValueError("rate and round trip cannot be negative")
+    wanted = math.ceil(rate * (round_trip + SLACK_SECONDS) / BLOCK_SIZE)
+    floor = SCARCE_MIN_DEPTH if scarce else MIN_DEPTH
+    return max(floor, min(MAX_DEPTH, wanted))
