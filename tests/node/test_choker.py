@@ -150,14 +150,15 @@ def with_pieces(peers: list[PeerRecord], *held: int) -> list[PeerRecord]:
     return [attrs.evolve(r, pieces_held=n) for r, n in zip(peers, held, strict=True)]
 
 
-def test_half_the_slots_go_to_the_peers_furthest_behind() -> None:
+def test_three_quarters_of_the_slots_go_to_the_peers_furthest_behind() -> None:
     choker = Choker(upload_capacity=8 * DEFAULT_PER_SLOT_RATE)
-    assert (choker.slots, choker.need_slots) == (8, 4)
+    assert (choker.slots, choker.need_slots) == (8, 6)
     peers = swarm("9i 8i 7i 6i 5i 4i 3i 2i 1i 1i 1i 1i 1-")
     peers = with_pieces(peers, 90, 80, 70, 60, 50, 40, 30, 20, 5, 9, 7, 11, 0)
     decision = choker.update(peers, 0.0, random.Random(0))
-    assert decision.regular[:4] == (b"p8", b"p10", b"p9", b"p11")  # fewest pieces first
-    assert decision.regular[4:] == (b"p0", b"p1", b"p2", b"p3")  # then the fastest of the rest
+    fewest = (b"p8", b"p10", b"p9", b"p11", b"p7", b"p6")
+    assert decision.regular[:6] == fewest  # fewest pieces first
+    assert decision.regular[6:] == (b"p0", b"p1")  # then the fastest of the rest
     assert b"p12" not in decision.unchoke  # behind, but wants nothing from us
 
 
@@ -167,8 +168,8 @@ def test_need_slots_are_rounded_down_so_a_one_slot_node_reciprocates() -> None:
     assert (one.slots, one.need_slots) == (1, 0)
     assert one.update(peers, 0.0, random.Random(0)).regular == (b"p0",)  # the fastest
     three = Choker(upload_capacity=3 * DEFAULT_PER_SLOT_RATE)
-    assert (three.slots, three.need_slots) == (3, 1)
-    assert three.update(peers, 0.0, random.Random(0)).regular == (b"p1", b"p0", b"p2")
+    assert (three.slots, three.need_slots) == (3, 2)
+    assert three.update(peers, 0.0, random.Random(0)).regular == (b"p1", b"p2", b"p0")
 
 
 def test_a_need_slot_follows_progress_at_the_next_rechoke() -> None:
