@@ -26,10 +26,11 @@ are *unchoked* at a time. The rules are BitTorrent's, as refined by mainline and
   that floor, which lets fast downloaders pull ahead: half 1.313 / 1.337 / 1.334 (median
   16.47-16.61 s), three quarters 1.304 / 1.313 / 1.310 (16.59-16.73 s), every slot
   1.303 / 1.296 / 1.321 (16.70-17.00 s); seeds 7 / 8, half 1.373 / 1.342, three quarters
-  1.334 / 1.307. Three quarters, not all: as even as all, the median
-  sooner, and a quarter of each uplink still rewards the peers who give. 64 KiB pieces,
-  seeds 5 / 6: 1.54 / 1.57 by rate alone, 1.47 / 1.47 with half (rounded up); 1,000
-  leechers, seed 1: 1.53 by rate alone, 1.45 with half rounded up, 1.47 rounded down.
+  1.334 / 1.307. Three quarters, not all: as even as all, the median sooner, and a quarter
+  of each uplink still rewards the peers who give. 64 KiB pieces, seeds 5 / 6: 1.54 / 1.57
+  by rate alone, 1.47 / 1.47 with half (rounded up), 1.461 / 1.460 with half and 1.463 /
+  1.460 with three quarters (rounded down); 1,000 leechers, seed 1: 1.53 by rate alone,
+  1.45 with half rounded up, 1.47 rounded down.
   The cost: a peer that under-reports what it holds draws need slots; kinswarm's swarms are
   federations of people who know each other, and the slots by rate still reward giving.
 * **Optimistic unchoke**: one more interested, choked peer, chosen at random and kept for
