@@ -255,9 +255,9 @@ class SwarmEngine:
         self.local.held_added(complete)
         for container_id in complete:
             self.node.provided_keys[container_id] = None
-        try:
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            try:
                 nursery.start_soon(self._writer)
                 nursery.start_soon(self._choke_loop)
                 nursery.start_soon(self._timeout_loop)
@@ -272,10 +272,13 @@ class SwarmEngine:
                     nursery.start_soon(self._uploader, session)
                     await self._flush_index(session)
                 task_status.started()
-        finally:
-            # Cancelled or not: disconnect callbacks that run after this must not start
-            # tasks in a closed nursery.
-            self._nursery = None
+                await trio.sleep_forever()
+            finally:
+                # Closed to new tasks as soon as we stop, before our tasks have ended: the
+                # node's disconnect callbacks (`_on_disconnected`) run meanwhile and start
+                # tasks here when they may (a flash crowd cut short with peers unchoked
+                # failed with "Nursery is closed to new arrivals").
+                self._nursery = None
 
     async def share(self, container_id: bytes) -> None:
         """Seed a complete container the store gained while we run (`kinswarm add`)."""

@@ -6,6 +6,9 @@ and the seed uploaded a copy per leecher."""
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 from simulations.harness import register, run_scenario
 from simulations.scenarios.flash_crowd import FlashCrowd, kumar_ross_bound, piece_floor_ratio
 from simulations.scenarios.swarm import FirstCopy
@@ -58,3 +61,16 @@ def test_a_small_flash_crowd_completes_near_the_bound_and_trades() -> None:
     assert metrics["received_data_over_needed"] < 1.1  # endgame duplicates: 1.04 measured
     assert metrics["blocks_rejected"] == 0
     assert metrics["connections_per_leecher_mean"] > 5  # PEX meshed the crowd
+
+
+def test_a_crowd_stopped_mid_transfer_shuts_down_without_errors(caplog: Any) -> None:
+    """Stopping every node while pieces flow runs the node's disconnect callbacks while the
+    swarm engines stop: they must not start tasks in an engine's closed nursery. They did
+    ("Nursery is closed to new arrivals", and the run ended in that error) in this crowd,
+    stopped at 5 s; a race, so another stop time or seed may not meet it."""
+    leechers = 40
+    with caplog.at_level(logging.ERROR):
+        metrics = run_scenario("flash-crowd", nodes=leechers, seed=3, sim_seconds=5.0).metrics
+    assert sum(metrics["upload_timeline"]) > 0, "nothing moved: not stopped mid-transfer"
+    assert metrics["completed"] < leechers, "all done: not stopped mid-transfer"
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
