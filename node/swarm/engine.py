@@ -122,6 +122,15 @@ METADATA_UPLOAD_SHARE: Final = 0.25
 were told. Spaced at the full rate, a 1,000-leecher flash crowd's seed spent 0.5-4 s sending
 piece layers (1.3 MB) and its Blocks went out at a quarter of its rate; the peers it gives the
 metadata to serve the rest."""
+PUSH_MANIFEST_BYTES: Final = 2048
+"""While we download a container whose manifest is this small, it goes with our answer to a
+peer's want (before the HaveContainer), unasked: a peer that wants a container usually lacks
+its manifest and would ask for it next, a round trip later. In a flash crowd the metadata
+spreads from downloader to downloader, a round trip less per hop, while their uplinks have
+nothing else to carry. A complete holder does not push: a crowd's seed answers every
+newcomer's want at once, and its uplink is the scarcest in the crowd's first second (200
+pushes were 0.1 s of a 500 KB/s seed's; at 1,000 leechers the median first piece came at
+1.59 s with the seed pushing and 1.45 s without). Larger manifests go only when asked."""
 BAN_SECONDS: Final = 3600.0
 REFILL_BATCH: Final = 64
 """With requests in flight, wait until this many blocks (or as many as are in flight) can go
@@ -502,6 +511,8 @@ class SwarmEngine:
             return
         if download.state != "transfer":
             return
+        assert download.manifest is not None
+        await self._push_manifest(session, download.manifest)
         # Built and queued without an await in between, so every Have sent from here on
         # follows it: the picker marks a piece verified only once the store holds it.
         have_all: list[bytes] = []
@@ -516,6 +527,14 @@ class SwarmEngine:
             if any(bits):
                 partial.append(Bitfield(root, file.piece_length, bits))
         await self._send_have_container(session, container_id, have_all, partial)
+
+    async def _push_manifest(self, session: Session, manifest: Manifest) -> None:
+        """Send a small manifest of a container we download with our answer to a want,
+        unasked (PUSH_MANIFEST_BYTES, docs/protocol.md 5.8)."""
+        data = manifest.encode()
+        if len(data) > PUSH_MANIFEST_BYTES or session.index.peer_may_hold(manifest.id):
+            return  # a peer that holds the container (its index says so) has the manifest
+        await self._send(session, ManifestChunk(manifest.id, 0, len(data), data))
 
     async def _send_have_container(
         self, session: Session, container_id: bytes, have_all: list[bytes], partial: list[Bitfield]
@@ -1088,7 +1107,13 @@ class SwarmEngine:
         if download is None or download.state != "metadata":
             return
         if download.metadata_from != session.node_id:
-            return  # a late answer from a peer we gave up on
+            whole = message.offset == 0 and 0 < len(message.data) == message.total_length
+            if not whole:
+                return  # a late answer from a peer we gave up on
+            # Pushed with a holder's answer to our want (or a late answer): whole, and checked
+            # against the id below, so take it, and ask its sender for the piece layers.
+            download.metadata_from = session.node_id
+            download.manifest_bytes = bytearray()
         if message.total_length == 0:
             await self._metadata_failed(download, session)  # it does not hold it (any more)
             return
