@@ -475,9 +475,11 @@ class SwarmEngine:
             await self._fill_requests(session)
         elif isinstance(message, Interested):
             session.peer_interested = True
+            session.interest_expected = False
             self._choke_wakeup.set()  # a free slot can be filled now, not at the next round
         elif isinstance(message, NotInterested):
             session.peer_interested = False
+            session.interest_expected = False
             self._choke_wakeup.set()  # its slot goes to someone who wants data, now
         elif isinstance(message, Cancel):
             session.cancel_upload(message.root, message.block_index)
@@ -1440,6 +1442,7 @@ class SwarmEngine:
                 session = self.sessions.get(node_id)
                 if session is not None:
                     session.am_choking = True
+                    session.interest_expected = False
                     session.uploads.clear()
                     await self._send(session, Choke())
             for node_id in decision.unchoke:
@@ -1467,7 +1470,11 @@ class SwarmEngine:
         while True:
             await self._haves_due.wait()
             self._haves_due = trio.Event()
-            for session in list(self.sessions.values()):
+            sessions = list(self.sessions.values())
+            free_slots = self.choker.slots - sum(
+                not s.am_choking or s.interest_expected for s in sessions
+            )
+            for session in sessions:
                 pending, session.pending_haves = session.pending_haves, {}
                 for (root, piece_length), pieces in pending.items():
                     if root in self.files:  # what the peer got meanwhile needs no Have
@@ -1475,7 +1482,21 @@ class SwarmEngine:
                         pieces = [p for p in pieces if not has(session.node_id, root, p)]
                     if pieces:
                         await self._send_haves(session, root, piece_length, pieces)
+                        if free_slots > 0 and self._expect_interest(session):
+                            free_slots -= 1
             await trio.sleep(HAVE_BATCH_SECONDS)
+
+    def _expect_interest(self, session: Session) -> bool:
+        """A peer told of pieces it lacks will be interested: with a slot free, the choker
+        may unchoke it now, so that our Unchoke follows the Have and its Request comes a
+        round trip sooner than after its Interested (each hop of a piece through a starting
+        crowd waits on that round trip). If it asks nothing, the slot goes back as any
+        unused one does. True if it now counts as interested."""
+        if not session.am_choking or session.peer_interested or session.interest_expected:
+            return False
+        session.interest_expected = True
+        self._choke_wakeup.set()
+        return True
 
     async def _timeout_loop(self) -> None:
         while True:

@@ -50,6 +50,9 @@ class Session:
     am_interested: bool = False
     peer_choking: bool = True
     peer_interested: bool = False
+    interest_expected: bool = False
+    """We sent Haves of pieces it lacks while a slot of ours was free: it will be interested
+    (`SwarmEngine._expect_interest`). Cleared when it says whether it is, or we choke it."""
     last_unchoked: float | None = None
     last_asked: float | None = None
     """When the peer last queued a request with us (its unchoke may be going unused)."""
@@ -115,7 +118,7 @@ class Session:
     def wants_from_us(self) -> bool:
         """Interested, or wanting a file we show a window at a time (`node.swarm.reveal`):
         it sees nothing to ask for until we unchoke it, so it waits for a slot all the same."""
-        return self.peer_interested or bool(self.reveals)
+        return self.peer_interested or self.interest_expected or bool(self.reveals)
 
     def keep_early(self, message: Have | Bitfield | HaveAll | HaveNone) -> bool:
         """Keep availability of a file whose metadata we are still fetching, to apply once
