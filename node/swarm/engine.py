@@ -1112,8 +1112,8 @@ class SwarmEngine:
             whole = message.offset == 0 and 0 < len(message.data) == message.total_length
             if not whole:
                 return  # a late answer from a peer we gave up on
-            # Pushed with a holder's answer to our want (or a late answer): whole, and checked
-            # against the id below, so take it, and ask its sender for the piece layers.
+            # Pushed with a downloader's answer to our want (or a late answer): whole, and
+            # checked against the id below, so take it, and ask its sender for the layers.
             download.metadata_from = session.node_id
             download.manifest_bytes = bytearray()
         if message.total_length == 0:

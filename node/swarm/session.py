@@ -117,7 +117,8 @@ class Session:
     @property
     def wants_from_us(self) -> bool:
         """Interested, or wanting a file we show a window at a time (`node.swarm.reveal`):
-        it sees nothing to ask for until we unchoke it, so it waits for a slot all the same."""
+        it sees nothing to ask for until we unchoke it, so it waits for a slot all the same;
+        or about to be interested (`interest_expected`)."""
         return self.peer_interested or self.interest_expected or bool(self.reveals)
 
     def keep_early(self, message: Have | Bitfield | HaveAll | HaveNone) -> bool:
