@@ -17,8 +17,9 @@ While fewer than `random_first_pieces` pieces are held it picks at random instea
 *something* to trade quickly). When every remaining wanted block that any peer could send is
 already requested, it enters **endgame**: a block may be requested from a second peer (at most
 `max_requests_per_block` at once) and the loser is reported for cancellation on arrival. Not
-every block at once: only once at most `endgame_outstanding` blocks are still awaited, or for a
-block awaited longer than `endgame_patience_s` (see those defaults for why).
+every block at once: only once at most `endgame_outstanding` blocks are still awaited and they
+are all that is missing, or for a block awaited longer than `endgame_patience_s` (see those
+defaults for why).
 
 **Availability buckets** (the idea of libtorrent's `piece_picker`, our own code). Every piece
 that is wanted and not yet started lives in one array per priority level, grouped by *rank*
