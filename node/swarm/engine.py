@@ -810,6 +810,11 @@ class SwarmEngine:
             with contextlib.suppress(PickerError):  # ask someone else for it
                 self.picker.request_failed(session.node_id, request)
             await self._strike(session, f"blocks {first}+{message.block_count} failed their proof")
+            if session.strikes < STRIKES_TO_BAN:
+                # A failed answer is an answer: the pipe has room again. Asking on is how a
+                # liar earns its ban (the strikes bound what it can waste); left unasked, it
+                # would keep its connection, and with nobody else to ask stall the download.
+                await self._fill_requests(session)
             return
         try:
             outcome = self.picker.block_received(session.node_id, request)

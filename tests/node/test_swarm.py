@@ -101,6 +101,47 @@ async def test_a_corrupting_peer_is_banned_and_honest_peers_finish_the_job(tmp_p
         assert (record.location / "big.bin").read_bytes() == contents["big.bin"]
 
 
+async def test_a_corrupting_peer_known_alone_is_asked_until_banned(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """With nobody else to ask, a peer whose blocks fail is asked again until it has earned
+    its ban: not left connected, never asked, the download stalled; an honest peer found
+    later then brings the file. The file is two pieces, shown whole (no later Have prompts
+    a new request), and the pipeline is kept shallow: the first two requests cannot earn
+    the three strikes of a ban."""
+    monkeypatch.setattr("node.swarm.engine.request_depth", lambda *args, **kwargs: 1)
+    source = tmp_path / "data"
+    contents = make_folder(source, {"big.bin": 2 * BLOCK_SIZE})
+    async with (
+        TrioNetwork(seed=4) as network,
+        trio.open_nursery() as nursery,
+        swarm_node("liar", tmp_path, network, nursery, engine_class=Corrupting) as (
+            liar,
+            liar_engine,
+            liar_store,
+        ),
+        swarm_node("honest", tmp_path, network, nursery) as (honest, honest_engine, honest_store),
+        swarm_node("leech", tmp_path, network, nursery) as (_, engine, store),
+    ):
+        container_id = await add_folder(liar_store, source)
+        await add_folder(honest_store, source)
+        await liar_engine.share(container_id)
+        await honest_engine.share(container_id)
+        with trio.fail_after(30):
+            download = await engine.get(container_id, peers=[tcp_address(liar)])
+            while liar.node_id not in engine.banned:
+                await trio.lowlevel.checkpoint()
+        assert engine.blocks_rejected >= 3 and download.held_bytes == 0
+        with trio.fail_after(30):
+            download.peers_hint.append(tcp_address(honest))
+            await engine.get(container_id, peers=[tcp_address(honest)])
+            await download.done.wait()
+        assert download.state == "complete"
+        record = store.get(container_id)
+        assert record is not None
+        assert (record.location / "big.bin").read_bytes() == contents["big.bin"]
+
+
 async def test_a_peer_vanishing_mid_transfer_loses_nothing(tmp_path: Path) -> None:
     source = tmp_path / "data"
     contents = make_folder(source, {"big.bin": 6_000_000, "small.txt": 100})
