@@ -583,7 +583,8 @@ class SwarmEngine:
                 reveal = session.reveals[root] = PeerReveal(file)
                 file.peers += 1
             bits = bytearray(-(-pieces // 8))
-            for piece in [] if session.am_choking else reveal.top_up(now):
+            start = self.network.random.getrandbits(32)
+            for piece in [] if session.am_choking else reveal.top_up(now, from_piece=start):
                 bits[piece >> 3] |= 0x80 >> (piece & 7)
             partial.append(Bitfield(root, manifest.piece_length, bytes(bits)))
         await self._send_have_container(session, container_id, have_all, partial)
@@ -605,8 +606,9 @@ class SwarmEngine:
             return
         now = self.network.now()
         rate, round_trip = session.recent_up.rate(now), session.peer.round_trip_seconds or 0.0
+        start = self.network.random.getrandbits(32)
         await self._send_haves(
-            session, root, reveal.file.piece_length, reveal.top_up(now, rate, round_trip)
+            session, root, reveal.file.piece_length, reveal.top_up(now, rate, round_trip, start)
         )
 
     async def _send_haves(

@@ -124,10 +124,25 @@ class PeerReveal:
         self.served[piece] = served
         return False
 
-    def top_up(self, now: float, upload_rate: float = 0.0, round_trip: float = 0.0) -> list[int]:
+    def top_up(
+        self,
+        now: float,
+        upload_rate: float = 0.0,
+        round_trip: float = 0.0,
+        from_piece: int | None = None,
+    ) -> list[int]:
         """Pieces to show now (the engine sends a Have for each). `upload_rate` is what we
-        send this peer, in bytes per second; `round_trip` the link's, in seconds."""
+        send this peer, in bytes per second; `round_trip` the link's, in seconds.
+        `from_piece`, if given, is where the search among equals begins (modulo the piece
+        count; the engine draws it at random each time). Two seeds of a file that each go
+        on from where they stopped walk through it in step and show a peer the same pieces;
+        the peer asks whichever showed a piece first, and the other's window stays full of
+        pieces asked of the first. From the same start, a leecher with two seeds fetched a
+        whole 4 MB file from one; from starts drawn once, the two fell into step, and with a
+        slow seed and a fast one nearly all came from the slow one."""
         file = self.file
+        if from_piece is not None and file.piece_count:
+            file.cursor = from_piece % file.piece_count
         live = sum(1 for shown in self.pending.values() if shown + STALE_SECONDS > now)
         by_rate = int(upload_rate * (RATE_WINDOW_SECONDS + round_trip)) // file.piece_length
         need = max(MIN_WINDOW_PIECES, by_rate) - live
@@ -135,7 +150,8 @@ class PeerReveal:
             return []
         # The lowest (uploads, shows) first, nearest after the cursor among equals: level by
         # level from `floor`, each a scan from the cursor that stops once enough are picked
-        # (one peer alone: O(window), as the next unshown pieces follow the cursor).
+        # (one peer alone: about piece count / unshown pieces steps per piece shown, from a
+        # cursor drawn at random; O(window) when it goes on from the last pick).
         uploads, shown, count = file.uploads, file.counts, file.piece_count
         picked: list[int] = []
         level: int | None = file.floor

@@ -158,3 +158,13 @@ def test_each_top_up_shows_the_least_uploaded_then_least_shown(
                 assert all(keys[p] >= worst for p in eligible if p not in picked) or len(
                     picked
                 ) == len(eligible)
+
+
+def test_the_search_among_equals_begins_where_the_caller_says() -> None:
+    """The engine draws where each top-up begins, so two seeds of a file do not walk
+    through it in step, showing a peer the same pieces."""
+    _, (one,) = seeded(100, 1)
+    _, (other,) = seeded(100, 1)
+    assert one.top_up(now=0.0, from_piece=37) == [37, 38]
+    assert other.top_up(now=0.0, from_piece=237) == [37, 38]  # modulo the piece count
+    assert one.top_up(now=STALE_SECONDS + 1, from_piece=99) == [99, 0]

@@ -335,6 +335,42 @@ async def test_a_leecher_serves_the_metadata_before_it_holds_a_piece(tmp_path: P
         assert set(late_engine.sessions) == {middle.node_id}
 
 
+async def test_a_leecher_with_two_seeds_downloads_from_both(tmp_path: Path) -> None:
+    """Two seeds of one file each show the leecher a window of pieces: different ones (each
+    starts at a random piece), or the leecher asks the seed that unchokes it first for the
+    pieces both show and the other, showing only those, is left idle."""
+    source = tmp_path / "data"
+    contents = make_folder(source, {"big.bin": 4_000_000})
+    async with (
+        TrioNetwork(seed=6) as network,
+        trio.open_nursery() as nursery,
+        swarm_node("one", tmp_path, network, nursery, upload_limit=1e6) as (
+            one,
+            one_engine,
+            one_store,
+        ),
+        swarm_node("two", tmp_path, network, nursery, upload_limit=1e6) as (
+            two,
+            two_engine,
+            two_store,
+        ),
+        swarm_node("leech", tmp_path, network, nursery) as (_, engine, store),
+    ):
+        container_id = await add_folder(one_store, source)
+        await add_folder(two_store, source)
+        await one_engine.share(container_id)
+        await two_engine.share(container_id)
+        with trio.fail_after(30):
+            download = await engine.get(container_id, peers=[tcp_address(one), tcp_address(two)])
+            await download.done.wait()
+        assert download.state == "complete"
+        sent = [e.sessions[engine.node.node_id].bytes_up for e in (one_engine, two_engine)]
+        assert min(sent) >= 1_000_000, sent  # a quarter of the file at least from each
+        record = store.get(container_id)
+        assert record is not None
+        assert (record.location / "big.bin").read_bytes() == contents["big.bin"]
+
+
 async def test_an_upload_limit_holds_the_seed_to_its_rate(tmp_path: Path) -> None:
     source = tmp_path / "data"
     contents = make_folder(source, {"big.bin": 3_000_000})
