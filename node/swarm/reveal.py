@@ -21,7 +21,10 @@ peers present, which at first is one: a 24-leecher crowd's seed then sent 1.7 co
 file before every piece had gone out once, and 1.1 with two pieces). A piece shown but not
 consumed within `STALE_SECONDS` stops counting against the window (the peer may have it from
 someone else and, believing we have it too, never said so), so a peer never waits on us
-forever.
+forever; and it may be shown again: the Have may have been of no use to the peer (it came
+before the peer had the file's metadata, with no room left to keep it), and a piece never
+shown again was never asked for (500 containers fetched at once stalled for good with 165
+incomplete when a change made seeds show more pieces before the metadata arrived).
 
 Sans-IO: the engine tells it what happened and sends the Have messages for the pieces it
 returns. Files of at most `MIN_WINDOW_PIECES` pieces are shown whole.
@@ -165,8 +168,9 @@ class PeerReveal:
                         above = key
                     continue
                 at_level = True
-                if self.has[piece] or piece in self.pending:
-                    continue
+                shown_at = self.pending.get(piece)
+                if self.has[piece] or (shown_at is not None and shown_at + STALE_SECONDS > now):
+                    continue  # held, or shown lately (a stale show is made again)
                 picked.append(piece)
                 self.pending[piece] = now
                 shown[piece] += 1

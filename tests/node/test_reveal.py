@@ -168,3 +168,15 @@ def test_the_search_among_equals_begins_where_the_caller_says() -> None:
     assert one.top_up(now=0.0, from_piece=37) == [37, 38]
     assert other.top_up(now=0.0, from_piece=237) == [37, 38]  # modulo the piece count
     assert one.top_up(now=STALE_SECONDS + 1, from_piece=99) == [99, 0]
+
+
+def test_a_piece_shown_long_ago_and_never_taken_is_shown_again() -> None:
+    """Our Have may have been of no use to the peer (it arrived before the peer had the
+    file's metadata, with no room to keep it): shown once and never again, the piece would
+    never be asked for."""
+    _, (reveal,) = seeded(3, 1)
+    reveal.peer_bitfield(bytes([0b0110_0000]))  # it has pieces 1 and 2
+    assert reveal.top_up(now=0.0) == [0]
+    assert reveal.top_up(now=STALE_SECONDS - 0.1) == []
+    assert reveal.top_up(now=STALE_SECONDS + 0.1) == [0]
+    assert reveal.top_up(now=STALE_SECONDS + 0.2) == []
