@@ -30,7 +30,11 @@ async def test_a_slow_seed_is_not_left_holding_the_last_blocks(
     """One leecher, a slow seed and a fast one, and a file of fewer blocks than
     `SCARCE_BLOCKS`: the engine allows the slow seed two requests at a time (with the usual
     floor it allowed eight: eight seconds of that seed's upload), the fast one as many as its
-    rate fills, and the download is done within a second, nearly all from the fast seed."""
+    rate fills, and the download is done in about a second, nearly all from the fast seed
+    (1.33 s: a piece the fast seed shows while it is on its way from the slow one holds a
+    place in the fast one's window of two until it arrives; 0.99 s when endgame asked the
+    fast seed for such a piece at once whenever at most three blocks were awaited, which
+    in a crowd's first seconds doubled 7 % of the blocks)."""
     content = Content(seed=7)
     file = content.generate("depth", BLOCKS * BLOCK_SIZE)
     manifest, layers = content.container("depth", [("data.bin", file)], BLOCK_SIZE)
@@ -73,7 +77,7 @@ async def test_a_slow_seed_is_not_left_holding_the_last_blocks(
     from_slow = received[hosts["leecher"].index, nodes["slow"].node_id]
     from_fast = received[hosts["leecher"].index, nodes["fast"].node_id]
     assert from_fast >= (BLOCKS - 3) * BLOCK_SIZE, (from_slow, from_fast)
-    assert elapsed < 1.0, elapsed
+    assert elapsed < 1.5, elapsed  # with the usual floor: 8 s, waiting on the slow seed
     slow_id, fast_id = nodes["slow"].node_id, nodes["fast"].node_id
     assert BLOCKS < SCARCE_BLOCKS  # so every request here is made with blocks scarce
     assert {depth for peer, _, depth in depths if peer == slow_id} == {SCARCE_MIN_DEPTH} == {2}
