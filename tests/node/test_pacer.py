@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from node.swarm.pacer import UploadPacer
+from node.swarm.pacer import BURST_SECONDS, MIN_BURST_BYTES, UploadPacer
 
 
 def test_a_burst_goes_at_once_and_the_next_waits_for_the_debt() -> None:
@@ -65,3 +65,10 @@ def test_sending_when_told_never_beats_the_rate(rate: float, sizes: list[int]) -
         pacer.take(size, now)
         sent += size
         assert sent <= pacer.burst + rate * now + size + 1e-6 * max(1.0, rate * now)
+
+
+def test_the_default_burst_is_a_twentieth_of_a_second_and_at_least_a_block() -> None:
+    """The burst is how long our own control messages may wait behind our Block data in
+    the link's queue: a fixed 64 KiB was half a second of a 125 KB/s uplink."""
+    assert UploadPacer(rate=125_000).burst == MIN_BURST_BYTES == 16 * 1024
+    assert UploadPacer(rate=10_000_000).burst == 10_000_000 * BURST_SECONDS == 500_000

@@ -392,7 +392,7 @@ async def test_an_upload_limit_holds_the_seed_to_its_rate(tmp_path: Path) -> Non
                 await trio.lowlevel.checkpoint()
             started = trio.current_time()
             await download.done.wait()
-        # 3 MB at 2 MB/s after a 64 KiB burst: 1.47 s at least (a slow machine only adds).
+        # 3 MB at 2 MB/s after a 100 KB burst: 1.45 s at least (a slow machine only adds).
         assert trio.current_time() - started >= 1.4
         status = seeder.status()  # the limit is taken as the capacity, not measured
         assert status["upload_capacity"] == 2_000_000 and not status["upload_capacity_measured"]
@@ -453,7 +453,7 @@ async def test_a_request_cancelled_while_it_waits_for_the_upload_limit_is_never_
         await seeder.share(container_id)
         with trio.fail_after(30):
             download = await engine.get(container_id, peers=[tcp_address(seed)])
-            # Past the pacer's 64 KiB burst, one 16 KiB Block goes every ~0.17 s: just
+            # Past the pacer's 16 KiB burst, one 16 KiB Block goes every ~0.17 s: just
             # after one arrives, nothing is on the wire and the next waits for its turn.
             while True:
                 session = engine.sessions.get(seed.node_id)
