@@ -173,10 +173,12 @@ def test_the_search_among_equals_begins_where_the_caller_says() -> None:
 def test_a_piece_shown_long_ago_and_never_taken_is_shown_again() -> None:
     """Our Have may have been of no use to the peer (it arrived before the peer had the
     file's metadata, with no room to keep it): shown once and never again, the piece would
-    never be asked for."""
-    _, (reveal,) = seeded(3, 1)
+    never be asked for. Shown again once the peer has been busy with the file since (so it
+    has the metadata); not again and again to a peer that may still lack it."""
+    _, (reveal,) = seeded(4, 1)
     reveal.peer_bitfield(bytes([0b0110_0000]))  # it has pieces 1 and 2
-    assert reveal.top_up(now=0.0) == [0]
-    assert reveal.top_up(now=STALE_SECONDS - 0.1) == []
-    assert reveal.top_up(now=STALE_SECONDS + 0.1) == [0]
-    assert reveal.top_up(now=STALE_SECONDS + 0.2) == []
+    assert reveal.top_up(now=0.0) == [0, 3]
+    assert reveal.top_up(now=STALE_SECONDS + 0.1) == []  # no sign it has the metadata
+    assert reveal.run_served(3 * 4, 4) is True  # it fetched piece 3 from us
+    assert reveal.top_up(now=STALE_SECONDS + 0.2) == [0]
+    assert reveal.top_up(now=STALE_SECONDS + 0.3) == []
