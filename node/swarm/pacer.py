@@ -22,7 +22,7 @@ BURST_SECONDS: Final = 0.05
 """What may go at once after a pause: this long of the rate. Our own Requests, Haves and
 Unchokes wait behind it in the link's queue, so it is the latency our pacing still adds to
 them. A flat 64 KiB was half a second of a 125 KB/s uplink: a 100-leecher flash crowd of
-125-500 KB/s uplinks finished 0.1-0.6 s later at the median (five seeds of the scenario),
+125-500 KB/s uplinks finished 0.04-0.6 s later at the median (five seeds of the scenario),
 its last finish 1.305 of the fluid bound on average against 1.279 now."""
 MIN_BURST_BYTES: Final = 16 * 1024
 """At least one block, whatever the rate."""
