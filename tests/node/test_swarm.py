@@ -337,8 +337,8 @@ async def test_a_leecher_serves_the_metadata_before_it_holds_a_piece(tmp_path: P
 
 async def test_a_leecher_with_two_seeds_downloads_from_both(tmp_path: Path) -> None:
     """Two seeds of one file each show the leecher a window of pieces: different ones (each
-    starts at a random piece), or the leecher asks the seed that unchokes it first for the
-    pieces both show and the other, showing only those, is left idle."""
+    search begins at a piece drawn at random), or the leecher asks the seed that unchokes it
+    first for the pieces both show and the other, showing only those, is left idle."""
     source = tmp_path / "data"
     contents = make_folder(source, {"big.bin": 4_000_000})
     async with (
