@@ -40,7 +40,11 @@ from typing import Final
 from wire.merkle import BLOCK_SIZE
 
 MIN_WINDOW_PIECES: Final = 2
-STALE_SECONDS: Final = 5.0
+STALE_SECONDS: Final = 1.0
+"""A seed never hears that a peer got a shown piece from someone else (Haves go only to peers
+that lack the piece), so its window holds such a piece until this passes. With two seeds
+showing a leecher different pieces, each window filled with pieces fetched from the other:
+at 5 s a 300 KB file took 8-14 s instead of 1 s."""
 RATE_WINDOW_SECONDS: Final = 0.25
 """At swarm rates (~100 KB/s per unchoked peer) this is a piece or two; at 100 MB/s it is
 hundreds, so a lone fast peer is never waiting on a Have."""
