@@ -77,5 +77,15 @@ async def add_folder(store: Store, folder: Path) -> bytes:
     return manifest.id
 
 
+async def seed_folder(folder: Path, *holders: tuple[Store, SwarmEngine]) -> bytes:
+    """Add `folder` to each (store, engine) and share it there: the container's id."""
+    ids = [await add_folder(store, folder) for store, _ in holders]
+    container_id = ids[0]
+    assert set(ids) == {container_id}  # one folder, one container everywhere
+    for _, engine in holders:
+        await engine.share(container_id)
+    return container_id
+
+
 def tcp_address(node: Node) -> StreamAddress:
     return next(a for a in node.listen_addresses if a.transport == "tcp")

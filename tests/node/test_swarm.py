@@ -26,7 +26,7 @@ from wire.swarm import (
 )
 from wire.swarm import Manifest as ManifestChunk
 
-from .swarm_helpers import add_folder, make_folder, swarm_node, tcp_address
+from .swarm_helpers import add_folder, make_folder, seed_folder, swarm_node, tcp_address
 
 
 async def test_a_container_is_fetched_by_id_alone(tmp_path: Path) -> None:
@@ -84,10 +84,9 @@ async def test_a_corrupting_peer_is_banned_and_honest_peers_finish_the_job(tmp_p
         ),
         swarm_node("leech", tmp_path, network, nursery) as (_, engine, store),
     ):
-        container_id = await add_folder(liar_store, source)
-        await add_folder(honest_store, source)
-        await liar_engine.share(container_id)
-        await honest_engine.share(container_id)
+        container_id = await seed_folder(
+            source, (liar_store, liar_engine), (honest_store, honest_engine)
+        )
         with trio.fail_after(60):
             download = await engine.get(
                 container_id, peers=[tcp_address(liar), tcp_address(honest)]
@@ -123,10 +122,9 @@ async def test_a_corrupting_peer_known_alone_is_asked_until_banned(
         swarm_node("honest", tmp_path, network, nursery) as (honest, honest_engine, honest_store),
         swarm_node("leech", tmp_path, network, nursery) as (_, engine, store),
     ):
-        container_id = await add_folder(liar_store, source)
-        await add_folder(honest_store, source)
-        await liar_engine.share(container_id)
-        await honest_engine.share(container_id)
+        container_id = await seed_folder(
+            source, (liar_store, liar_engine), (honest_store, honest_engine)
+        )
         with trio.fail_after(30):
             download = await engine.get(container_id, peers=[tcp_address(liar)])
             while liar.node_id not in engine.banned:
@@ -356,10 +354,7 @@ async def test_a_leecher_with_two_seeds_downloads_from_both(tmp_path: Path) -> N
         ),
         swarm_node("leech", tmp_path, network, nursery) as (_, engine, store),
     ):
-        container_id = await add_folder(one_store, source)
-        await add_folder(two_store, source)
-        await one_engine.share(container_id)
-        await two_engine.share(container_id)
+        container_id = await seed_folder(source, (one_store, one_engine), (two_store, two_engine))
         with trio.fail_after(30):
             download = await engine.get(container_id, peers=[tcp_address(one), tcp_address(two)])
             await download.done.wait()
