@@ -17,7 +17,10 @@ not scale, so the exchange works like this (byte-exact rules in docs/protocol.md
 * `Wants(added, removed)` lists the containers we are downloading, but only those the peer
   may hold (per its Summary and increments), and only once the peer's Summary has arrived:
   a want sent to a node that certainly does not hold the container is wasted bytes. When the
-  peer's increments add a container we want, we send the want then. The receiver keeps the
+  peer's increments add a container we want, we send the want then. The exception: while we
+  look for a container's metadata (at most MAX_EAGER_WANTS at a time) its want goes to every
+  peer at once, so that whoever comes to hold it first answers without a round of
+  increments and wants. The receiver keeps the
   wants (up to 65,536) even for containers it does not hold, and says so when it gets one.
 * A want for a container the receiver holds is answered by the engine with `HaveContainer`;
   this module reports it as a `PeerWants` event (also later, when we come to hold something
@@ -61,6 +64,10 @@ MAX_INCREMENTS: Final = 65_536
 worst), whatever count the peer claims."""
 MAX_WANTS_PER_PEER: Final = 65_536
 """Wants a receiver keeps per connection; a sender with more defers the rest."""
+MAX_EAGER_WANTS: Final = 64
+"""Wants sent to every peer, not only to those that may hold the container (rule 4's
+exception, docs/protocol.md 5.4): containers whose metadata we are still looking for. More
+are wanted the usual way."""
 
 
 def added_limit(summary_count: int) -> int:
@@ -127,6 +134,8 @@ class LocalIndex:
         self.false_positive_rate = false_positive_rate
         self._held: dict[bytes, None] = dict.fromkeys(_checked_ids(held))
         self._wants: dict[bytes, None] = dict.fromkeys(_checked_ids(wants))
+        self._eager: dict[bytes, None] = {}
+        """Wants that go to every peer (`want(everywhere=True)`), at most MAX_EAGER_WANTS."""
         self._version = 0
         self._summary: Summary | None = None
         self._exchanges: list[IndexExchange] = []
@@ -152,6 +161,12 @@ class LocalIndex:
     def wanted_ids(self) -> tuple[bytes, ...]:
         return tuple(self._wants)
 
+    def wanted_everywhere(self, container_id: bytes) -> bool:
+        return container_id in self._eager
+
+    def eager_ids(self) -> tuple[bytes, ...]:
+        return tuple(self._eager)
+
     def held_added(self, ids: Iterable[bytes]) -> None:
         """We now hold (some of) these containers: we can serve at least part of them."""
         new = []
@@ -175,19 +190,35 @@ class LocalIndex:
             for exchange in self._exchanges:
                 exchange._on_held_changed(gone, added=False)
 
-    def want(self, ids: Iterable[bytes]) -> None:
-        """We are downloading these containers."""
+    def want(self, ids: Iterable[bytes], *, everywhere: bool = False) -> None:
+        """We are downloading these containers. `everywhere`: we are still looking for their
+        metadata, so the want goes to every peer, not only to those that may hold them: a peer
+        that comes to hold one (a download of it got its metadata) answers at once, where
+        otherwise its Holding increment would have to reach us and our want go back first,
+        on every hop of the metadata through a starting crowd (until `settle`)."""
         new = []
         for item in _checked_ids(ids):
-            if item not in self._wants:
+            fresh = item not in self._wants
+            if fresh:
                 self._wants[item] = None
+            if everywhere and item not in self._eager and len(self._eager) < MAX_EAGER_WANTS:
+                self._eager[item] = None
+                fresh = True
+            if fresh:
                 new.append(item)
         for exchange in self._exchanges:
             exchange._on_want(new)
 
+    def settle(self, ids: Iterable[bytes]) -> None:
+        """The metadata of these containers is in: from now on their wants go only to peers
+        that may hold them (those already sent stand: a peer answers when it holds one)."""
+        for item in _checked_ids(ids):
+            self._eager.pop(item, None)
+
     def unwant(self, ids: Iterable[bytes]) -> None:
         gone = []
         for item in _checked_ids(ids):
+            self._eager.pop(item, None)
             if item in self._wants:
                 del self._wants[item]
                 gone.append(item)
@@ -253,6 +284,7 @@ class IndexExchange:
         self._peer_wants: dict[bytes, None] = {}
         self._events: list[IndexEvent] = []
         local._attach(self)
+        self._offer_wants(local.eager_ids())
 
     # -- queries -------------------------------------------------------------------------------
 
@@ -390,11 +422,13 @@ class IndexExchange:
                 _toggle(self._wants_pending, item, False)
 
     def _offer_wants(self, ids: Iterable[bytes]) -> None:
-        """Tell the peer about those of `ids` it may hold and it does not know we want."""
+        """Tell the peer about those of `ids` it may hold (or that we want everywhere) and
+        it does not know we want."""
         if self._closed:
             return
+        everywhere = self._local.wanted_everywhere
         for item in ids:
-            if item in self._wants_view or not self.peer_may_hold(item):
+            if item in self._wants_view or not (self.peer_may_hold(item) or everywhere(item)):
                 continue
             if len(self._wants_view) >= MAX_WANTS_PER_PEER:
                 self._wants_deferred = True

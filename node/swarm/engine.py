@@ -324,7 +324,7 @@ class SwarmEngine:
         download.started_at = self.network.now()
         self.downloads[container_id] = download
         self._before_transfer[container_id] = None
-        self.local.want([container_id])
+        self.local.want([container_id], everywhere=not have_manifest)
         self._metadata_wanted.set()
         if self._nursery is not None:
             if have_manifest:
@@ -415,6 +415,7 @@ class SwarmEngine:
         and pieces as we get them (docs/protocol.md 5.4), so it joins our held set. Waiting
         for a first piece left the seed to serve every newcomer's metadata behind its block
         traffic: a 100-leecher flash crowd took 2.0 s (median) to get it, 0.5 s now."""
+        self.local.settle([download.container_id])
         if self.local.holds(download.container_id):
             return
         self.local.held_added([download.container_id])

@@ -507,10 +507,50 @@ class Recording(SwarmEngine):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.received: list[str] = []
+        self.wants_came = trio.Event()
+        """Set by the first Wants."""
 
     async def _on_message(self, peer: PeerConnection, payload: memoryview) -> None:
-        self.received.append(type(decode(payload)).__name__)
+        name = type(decode(payload)).__name__
+        self.received.append(name)
+        if name == "Wants":
+            self.wants_came.set()
         await super()._on_message(peer, payload)
+
+
+async def test_a_peer_asked_before_it_had_the_metadata_answers_once_it_has(
+    tmp_path: Path,
+) -> None:
+    """A want for a container whose metadata we still seek goes to every peer (wire.index),
+    not only to those whose index says they hold it: the late node's want reaches the middle
+    one before the middle even starts the download, and the middle answers it as soon as its
+    metadata is in (a flash crowd's metadata spreads hop by hop this way)."""
+    source = tmp_path / "data"
+    make_folder(source, {"big.bin": 300_000})
+    async with (
+        TrioNetwork(seed=8) as network,
+        trio.open_nursery() as nursery,
+        swarm_node("seed", tmp_path, network, nursery) as (seed, seeder, seed_store),
+        swarm_node("middle", tmp_path, network, nursery, engine_class=Recording) as (
+            middle,
+            middle_engine,
+            _,
+        ),
+        swarm_node("late", tmp_path, network, nursery) as (_, late_engine, _),
+    ):
+        container_id = await add_folder(seed_store, source)
+        await seeder.share(container_id)
+        with trio.fail_after(30):
+            late = await late_engine.get(container_id, peers=[tcp_address(middle)])
+            with trio.move_on_after(5):
+                await middle_engine.wants_came.wait()
+            assert "Wants" in middle_engine.received, "the late node's want never came"
+            assert middle_engine.local.held_count == 0
+            first = await middle_engine.get(container_id, peers=[tcp_address(seed)])
+            await first.done.wait()
+            await late.done.wait()
+        assert late.total_bytes == 300_000
+        assert set(late_engine.sessions) == {middle.node_id}
 
 
 async def test_haves_name_a_file_by_its_alias_after_one_declaration(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 import wire.index
 from wire.errors import LocalProtocolError, ProtocolError
 from wire.index import (
+    MAX_EAGER_WANTS,
     MAX_INCREMENTS,
     MAX_WANTS_PER_PEER,
     REFRESH_FLOOR,
@@ -147,6 +148,48 @@ def test_holding_something_the_peer_wanted_earlier_is_reported() -> None:
     b.local.held_added([x])
     assert b.exchange.take_events() == [PeerWants((x,))]
     assert b.exchange.peer_wants_held() == (x,)
+
+
+def test_a_want_for_metadata_still_sought_goes_to_every_peer_and_is_answered_on_holding() -> None:
+    x, y = ids(0, 2)
+    a = Side()
+    a.local.want([x], everywhere=True)
+    a.local.want([y])
+    b = Side(held=ids(1000, 20))
+    first = a.exchange.flush()  # without waiting for B's Summary
+    assert first[1:] == [Wants((x,), ())] and kinds(first) == ["Summary", "Wants"]
+    for message in first:
+        b.exchange.receive(decode(encode(message)))  # type: ignore[arg-type]
+    connect(a, b)
+    assert not any(isinstance(m, Wants) for m in a.sent)  # y: B may not hold it
+    assert b.events == []  # B does not hold x: nothing to answer yet
+    a.reset_counts()
+    b.reset_counts()
+    b.local.held_added([x])
+    pump(a, b)
+    # B answers the want at once, beside its increment; A need not want it again.
+    assert kinds(b.sent) == ["Holding", "HaveContainer"]
+    assert not any(isinstance(m, Wants) for m in a.sent)
+    assert PeerWants((x,)) in b.events
+    assert [e.container_id for e in a.events if isinstance(e, PeerHolds)] == [x]
+
+
+def test_a_settled_want_goes_only_where_it_may_be_held_and_eager_wants_are_capped() -> None:
+    x = ids(0, 1)[0]
+    a = Side()
+    a.exchange.close()  # connect only once the metadata is in
+    a.local.want([x], everywhere=True)
+    a.local.settle([x])
+    assert a.local.wants(x) and not a.local.wanted_everywhere(x)
+    a.exchange = IndexExchange(a.local)
+    b = Side(held=ids(1000, 20))
+    connect(a, b)
+    assert not any(isinstance(m, Wants) for m in a.sent)
+    many = ids(10, MAX_EAGER_WANTS + 5)
+    a.local.want(many, everywhere=True)
+    assert a.local.eager_ids() == tuple(many[:MAX_EAGER_WANTS])
+    a.local.unwant(many[:1])
+    assert not a.local.wanted_everywhere(many[0])
 
 
 def test_unwanting_tells_only_peers_that_were_told() -> None:
