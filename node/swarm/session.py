@@ -104,6 +104,8 @@ class Session:
     pex_told: dict[bytes, set[bytes]] = attrs.Factory(dict)
     """Per container, the swarm members (node ids) our Pex messages listed to this peer."""
     last_pex: float | None = None
+    haves_sent_at: float = -math.inf
+    """When our last Have to the peer went (`SwarmEngine._have_loop` batches by it)."""
     index_flush_due: bool = False
     """Our index increments to this peer are waiting to go (`SwarmEngine._sync_index`)."""
 
