@@ -20,8 +20,8 @@ not scale, so the exchange works like this (byte-exact rules in docs/protocol.md
   peer's increments add a container we want, we send the want then. The exception: while we
   look for a container's metadata (at most MAX_EAGER_WANTS at a time) its want goes to every
   peer at once, so that whoever comes to hold it first answers without a round of
-  increments and wants. The receiver keeps the
-  wants (up to 65,536) even for containers it does not hold, and says so when it gets one.
+  increments and wants. The receiver keeps the wants (up to 65,536) even for containers it
+  does not hold, and says so when it gets one.
 * A want for a container the receiver holds is answered by the engine with `HaveContainer`;
   this module reports it as a `PeerWants` event (also later, when we come to hold something
   the peer wanted). A `HaveContainer` for something we want becomes a `PeerHolds` event.
