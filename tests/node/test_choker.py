@@ -19,12 +19,19 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from node.choker import DEFAULT_PER_SLOT_RATE, ChokeDecision, Choker, PeerRecord, RateMeter
+from node.choker import (
+    DEFAULT_PER_SLOT_RATE,
+    MAX_SLOTS,
+    ChokeDecision,
+    Choker,
+    PeerRecord,
+    RateMeter,
+)
 
 
 def tit_for_tat(**options: Any) -> Choker:
     """BitTorrent's choker: no slot by need, a rechoke every 10 s."""
-    return Choker(need_share=0.0, rechoke_interval_s=10.0, **options)
+    return Choker(rate_slots=MAX_SLOTS, rechoke_interval_s=10.0, **options)
 
 
 def swarm(spec: str, *, connected_at: float = -1000.0) -> list[PeerRecord]:
@@ -150,19 +157,19 @@ def with_pieces(peers: list[PeerRecord], *held: int) -> list[PeerRecord]:
     return [attrs.evolve(r, pieces_held=n) for r, n in zip(peers, held, strict=True)]
 
 
-def test_three_quarters_of_the_slots_go_to_the_peers_furthest_behind() -> None:
+def test_all_slots_but_one_go_to_the_peers_furthest_behind() -> None:
     choker = Choker(upload_capacity=8 * DEFAULT_PER_SLOT_RATE)
-    assert (choker.slots, choker.need_slots) == (8, 6)
+    assert (choker.slots, choker.need_slots) == (8, 7)
     peers = swarm("9i 8i 7i 6i 5i 4i 3i 2i 1i 1i 1i 1i 1-")
     peers = with_pieces(peers, 90, 80, 70, 60, 50, 40, 30, 20, 5, 9, 7, 11, 0)
     decision = choker.update(peers, 0.0, random.Random(0))
-    fewest = (b"p8", b"p10", b"p9", b"p11", b"p7", b"p6")
-    assert decision.regular[:6] == fewest  # fewest pieces first
-    assert decision.regular[6:] == (b"p0", b"p1")  # then the fastest of the rest
+    fewest = (b"p8", b"p10", b"p9", b"p11", b"p7", b"p6", b"p5")
+    assert decision.regular[:7] == fewest  # fewest pieces first
+    assert decision.regular[7:] == (b"p0",)  # then the fastest of the rest
     assert b"p12" not in decision.unchoke  # behind, but wants nothing from us
 
 
-def test_need_slots_are_rounded_down_so_a_one_slot_node_reciprocates() -> None:
+def test_a_one_slot_node_keeps_its_slot_for_reciprocation() -> None:
     peers = with_pieces(swarm("9i 1i 5i 2i"), 50, 10, 30, 40)
     one = Choker(upload_capacity=125_000)
     assert (one.slots, one.need_slots) == (1, 0)
@@ -219,11 +226,12 @@ def test_need_picks_are_furthest_behind_and_the_rest_go_by_rate(
         assert all(r.download_rate_from_them <= by_rate[-1] for r in left_out)
 
 
-def test_no_slot_by_need_when_the_share_is_zero_and_the_share_is_checked() -> None:
+def test_the_slots_by_rate_set_those_by_need_and_are_checked() -> None:
     assert tit_for_tat(upload_capacity=8 * DEFAULT_PER_SLOT_RATE).need_slots == 0
-    assert Choker(upload_capacity=3 * DEFAULT_PER_SLOT_RATE, need_share=1.0).need_slots == 3
-    with pytest.raises(ValueError, match="need_share"):
-        Choker(need_share=1.5)
+    assert Choker(upload_capacity=3 * DEFAULT_PER_SLOT_RATE, rate_slots=0).need_slots == 3
+    assert Choker(upload_capacity=3 * DEFAULT_PER_SLOT_RATE, rate_slots=2).need_slots == 1
+    with pytest.raises(ValueError, match="rate_slots"):
+        Choker(rate_slots=-1)
 
 
 def test_vacancies_are_filled_between_rechokes() -> None:
