@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from node.peer import PeerConnection
-from node.swarm.pex import contacts_to_add, due_for_pex
+from node.swarm.pex import PEX_ADDED_PER_MESSAGE, contacts_to_add, due_for_pex
 from node.swarm.session import PEX_FIRST_SECONDS, PEX_PERIOD_SECONDS, Session
 from wire.index import IndexExchange
 
@@ -56,9 +56,9 @@ def test_each_recipient_gets_its_own_sample_of_members_it_was_not_told_of() -> N
     rng = random.Random(1)
     swarm = members(200)
     samples = [contacts_to_add(swarm, [], b"n%03d" % r, rng) for r in range(40)]
-    assert all(len(sample) == 25 for sample in samples)
+    assert all(len(sample) == PEX_ADDED_PER_MESSAGE == 10 for sample in samples)
     told_someone = {contact for sample in samples for contact in sample}
-    assert len(told_someone) > 150  # the first 25 to everyone would be 25 (26 with recipients)
+    assert len(told_someone) > 150  # the first 10 to everyone would be 10 (11 with recipients)
     told = [b"n%03d" % i for i in range(190)]
     assert contacts_to_add(swarm, told, b"n199", rng) == [f"contact {i}" for i in range(190, 199)]
 
