@@ -523,8 +523,9 @@ async def test_a_peer_asked_before_it_had_the_metadata_answers_once_it_has(
 ) -> None:
     """A want for a container whose metadata we still seek goes to every peer (wire.index),
     not only to those whose index says they hold it: the late node's want reaches the middle
-    one before the middle even starts the download, and the middle answers it as soon as its
-    metadata is in (a flash crowd's metadata spreads hop by hop this way)."""
+    one before the middle even starts the download, and the middle answers it once its
+    metadata is in (a flash crowd's metadata spreads hop by hop this way): the late node,
+    which knows no one else, completes."""
     source = tmp_path / "data"
     make_folder(source, {"big.bin": 300_000})
     async with (
