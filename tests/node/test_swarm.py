@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 import trio.lowlevel
 
+from node.node import Node
 from node.peer import PeerConnection
 from node.realnet import TrioNetwork
 from node.swarm.engine import SwarmEngine
@@ -303,14 +306,23 @@ class NeverRequesting(SwarmEngine):
         return
 
 
-async def test_a_leecher_serves_the_metadata_before_it_holds_a_piece(tmp_path: Path) -> None:
+Middle = TypeVar("Middle", bound=SwarmEngine)
+
+
+@asynccontextmanager
+async def seed_middle_late(
+    tmp_path: Path, sizes: dict[str, int], middle_class: type[Middle], *, network_seed: int
+) -> AsyncIterator[tuple[Node, Node, Middle, SwarmEngine, bytes]]:
+    """A seed sharing a folder of `sizes`, a middle node (its engine a `middle_class`) and a
+    late one on loopback, none connected yet: the seed, the middle node, its engine, the late
+    node's engine and the container id."""
     source = tmp_path / "data"
-    make_folder(source, {"big.bin": 1_000_000, "small.txt": 10})
+    make_folder(source, sizes)
     async with (
-        TrioNetwork(seed=6) as network,
+        TrioNetwork(seed=network_seed) as network,
         trio.open_nursery() as nursery,
         swarm_node("seed", tmp_path, network, nursery) as (seed, seeder, seed_store),
-        swarm_node("middle", tmp_path, network, nursery, engine_class=NeverRequesting) as (
+        swarm_node("middle", tmp_path, network, nursery, engine_class=middle_class) as (
             middle,
             middle_engine,
             _,
@@ -319,6 +331,19 @@ async def test_a_leecher_serves_the_metadata_before_it_holds_a_piece(tmp_path: P
     ):
         container_id = await add_folder(seed_store, source)
         await seeder.share(container_id)
+        assert isinstance(middle_engine, middle_class)
+        yield seed, middle, middle_engine, late_engine, container_id
+
+
+async def test_a_leecher_serves_the_metadata_before_it_holds_a_piece(tmp_path: Path) -> None:
+    sizes = {"big.bin": 1_000_000, "small.txt": 10}
+    async with seed_middle_late(tmp_path, sizes, NeverRequesting, network_seed=6) as (
+        seed,
+        middle,
+        middle_engine,
+        late_engine,
+        container_id,
+    ):
         with trio.fail_after(30):
             first = await middle_engine.get(container_id, peers=[tcp_address(seed)])
             while first.state != "transfer":
@@ -526,21 +551,13 @@ async def test_a_peer_asked_before_it_had_the_metadata_answers_once_it_has(
     one before the middle even starts the download, and the middle answers it once its
     metadata is in (a flash crowd's metadata spreads hop by hop this way): the late node,
     which knows no one else, completes."""
-    source = tmp_path / "data"
-    make_folder(source, {"big.bin": 300_000})
-    async with (
-        TrioNetwork(seed=8) as network,
-        trio.open_nursery() as nursery,
-        swarm_node("seed", tmp_path, network, nursery) as (seed, seeder, seed_store),
-        swarm_node("middle", tmp_path, network, nursery, engine_class=Recording) as (
-            middle,
-            middle_engine,
-            _,
-        ),
-        swarm_node("late", tmp_path, network, nursery) as (_, late_engine, _),
+    async with seed_middle_late(tmp_path, {"big.bin": 300_000}, Recording, network_seed=8) as (
+        seed,
+        middle,
+        middle_engine,
+        late_engine,
+        container_id,
     ):
-        container_id = await add_folder(seed_store, source)
-        await seeder.share(container_id)
         with trio.fail_after(30):
             late = await late_engine.get(container_id, peers=[tcp_address(middle)])
             with trio.move_on_after(5):
