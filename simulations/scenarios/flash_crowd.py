@@ -21,7 +21,10 @@ the capacities actually drawn, and `bound_ratio` = last completion / T_min; besi
 bound; the copies of the file the seed uploaded, in all and until the swarm held one whole
 copy (`seed_first_copy_s`, `seed_copies_for_first_copy`: BEP 16's measure of a seed); upload
 utilisation; blocks rejected; connections per node; where the time goes before data flows
-(metadata, first piece); message counts by type.
+(metadata, first piece); the median time to a quarter, half, three quarters and nine tenths
+held (`held_p50_s`), and from those `time_budget_s`: how far the median leecher fell behind
+the fluid schedule up to a quarter held, from there to nine tenths and on to done, and the
+last finisher's lag behind the median, which add up to last - T_min; message counts by type.
 """
 
 from __future__ import annotations
@@ -155,6 +158,29 @@ class Timeline:
 PROGRESS_MARKS: Final = (0.25, 0.5, 0.75, 0.9)
 
 
+def time_budget(
+    bound: float, marks_p50: list[float], done_p50: float, last: float
+) -> dict[str, float]:
+    """Where the time beyond the fluid bound goes, phase by phase.
+
+    In the fluid model every leecher holds the share t/T_min of the file at time t and all
+    finish at T_min. Each phase's entry is how much longer the median leecher took over it
+    than that schedule allows: from the start to a quarter of the file held, from there to
+    nine tenths, from there to done; then the last finisher's lag behind the median. The
+    entries add up to `last - bound` exactly (the medians telescope), so they say which
+    phase a change of `bound_ratio` came from. `marks_p50` is the median time to a quarter,
+    half, three quarters and nine tenths held (PROGRESS_MARKS)."""
+    if len(marks_p50) != len(PROGRESS_MARKS):
+        raise ValueError("one median per progress mark")
+    quarter, nine_tenths = marks_p50[0], marks_p50[-1]
+    return {
+        "start_to_25pct": round(quarter - 0.25 * bound, 3),
+        "25_to_90pct": round(nine_tenths - quarter - 0.65 * bound, 3),
+        "90pct_to_done": round(done_p50 - nine_tenths - 0.1 * bound, 3),
+        "median_to_last": round(last - done_p50, 3),
+    }
+
+
 @attrs.define
 class UploadSampler:
     """Upload rate of the whole swarm per interval, as a share of its capacity."""
@@ -242,6 +268,16 @@ async def run(simulation: Simulation, params: ScenarioParams, config: FlashCrowd
     # -- metrics --------------------------------------------------------------------------
     times = list(timeline.done.values())
     last = max(times) if len(times) == leechers else None
+    marks_p50 = [
+        percentile([m[k] for m in timeline.quartiles.values() if len(m) > k], 0.5)
+        for k in range(len(PROGRESS_MARKS))
+    ]
+    done_p50 = percentile(times, 0.5)
+    budget = None
+    if last is not None and done_p50 is not None:
+        held = [at for at in marks_p50 if at is not None]
+        if len(held) == len(PROGRESS_MARKS):
+            budget = time_budget(bound, held, done_p50, last)
     world = simulation.world
     down = swarm.ledger.down(swarm.engines)
     seed_id = seed_node.node_id
@@ -261,7 +297,7 @@ async def run(simulation: Simulation, params: ScenarioParams, config: FlashCrowd
         "pieces": -(-F // piece_length),
         "completed": len(times),
         "failed": sum(d.state == "failed" for d in downloads.values()),
-        "completion_p50_s": rounded(percentile(times, 0.5)),
+        "completion_p50_s": rounded(done_p50),
         "completion_p90_s": rounded(percentile(times, 0.9)),
         "completion_p100_s": rounded(last),
         "kumar_ross_bound_s": round(bound, 3),
@@ -271,6 +307,11 @@ async def run(simulation: Simulation, params: ScenarioParams, config: FlashCrowd
             "NF/(u_s+sum u)": round(leechers * F / capacity, 3),
         },
         "bound_ratio": rounded(last / bound if last is not None else None),
+        "held_p50_s": {
+            f"{int(mark * 100)}%": rounded(at)
+            for mark, at in zip(PROGRESS_MARKS, marks_p50, strict=True)
+        },
+        "time_budget_s": budget,
         "piece_floor_ratio": round(piece_floor_ratio(leechers, -(-F // piece_length)), 4),
         "seed_uploaded_copies": round(seed_data / F, 3),
         "seed_sent_wire_copies": round(seed_host.host.bytes_sent / F, 3),

@@ -9,8 +9,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import pytest
+
 from simulations.harness import register, run_scenario
-from simulations.scenarios.flash_crowd import FlashCrowd, kumar_ross_bound, piece_floor_ratio
+from simulations.scenarios.flash_crowd import (
+    FlashCrowd,
+    kumar_ross_bound,
+    piece_floor_ratio,
+    time_budget,
+)
 from simulations.scenarios.swarm import FirstCopy
 from wire.merkle import BLOCK_SIZE
 from wire.swarm import Block
@@ -29,6 +36,20 @@ def test_the_piece_floor_grows_with_the_crowd_and_shrinks_with_more_pieces() -> 
     assert piece_floor_ratio(100, 64) == 1 + 6 / 64
     assert piece_floor_ratio(1000, 256) == 1 + 9 / 256
     assert piece_floor_ratio(1, 1) == 1.0
+
+
+def test_the_time_budget_splits_the_excess_over_the_bound_by_phase() -> None:
+    # Fluid schedule for a 20 s bound: a quarter at 5 s, nine tenths at 18 s, done at 20 s.
+    budget = time_budget(20.0, [6.5, 11.0, 15.0, 19.0], done_p50=21.5, last=23.0)
+    assert budget == {
+        "start_to_25pct": 1.5,  # the quarter came 1.5 s late
+        "25_to_90pct": -0.5,  # then 12.5 s for 13 s of the schedule: a little ahead
+        "90pct_to_done": 0.5,
+        "median_to_last": 1.5,
+    }
+    assert sum(budget.values()) == 23.0 - 20.0
+    with pytest.raises(ValueError):
+        time_budget(20.0, [6.5, 19.0], done_p50=21.5, last=23.0)
 
 
 def test_the_first_copy_counts_runs_and_duplicates_until_every_block_was_out() -> None:
@@ -61,6 +82,10 @@ def test_a_small_flash_crowd_completes_near_the_bound_and_trades() -> None:
     assert metrics["received_data_over_needed"] < 1.1  # endgame duplicates: 1.03 measured
     assert metrics["blocks_rejected"] == 0
     assert metrics["connections_per_leecher_mean"] > 5  # PEX meshed the crowd
+    excess = metrics["completion_p100_s"] - metrics["kumar_ross_bound_s"]
+    assert abs(sum(metrics["time_budget_s"].values()) - excess) < 0.01, metrics["time_budget_s"]
+    held = metrics["held_p50_s"]
+    assert held["25%"] < held["50%"] < held["75%"] < held["90%"] < metrics["completion_p50_s"]
 
 
 def test_a_crowd_stopped_mid_transfer_shuts_down_without_errors(caplog: Any) -> None:
