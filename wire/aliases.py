@@ -1,10 +1,10 @@
 """Short numbers for file roots on one connection, so a Have costs ~20 bytes instead of ~70.
 
-Haves are most of a swarm's messages (one per file, peer and tenth of a second while pieces
-arrive), and a Have's 32-byte root with its piece length was most of each one. A sender
-declares `FileAlias(number, root, piece_length)` once per connection and then names the
-file by `number` in `HaveByAlias`. Each direction of a connection has its own numbers: the
-sender picks them (`OutgoingAliases`), the receiver looks them up (`IncomingAliases`).
+Haves are most of a swarm's messages (about one per piece and peer that lacks it), and a
+Have's 32-byte root with its piece length was most of each one. A sender declares
+`FileAlias(number, root, piece_length)` once per connection and then names the file by
+`number` in `HaveByAlias`. Each direction of a connection has its own numbers: the sender
+picks them (`OutgoingAliases`), the receiver looks them up (`IncomingAliases`).
 
 Rules (docs/protocol.md 5.5): numbers start at 0; a declaration gives the next unused number
 or rebinds one already given; there are at most MAX_FILE_ALIASES at once. A sender with more

@@ -139,8 +139,14 @@ WRITE_BATCH_BYTES: Final = 8 * 1024 * 1024
 MAX_PEERS_PER_DOWNLOAD: Final = 40
 """Discovery dials until this many connections are in a download's swarm."""
 MAX_PEX_KEPT: Final = 500
-HAVE_BATCH_SECONDS: Final = 0.1
-"""After a Have goes, the pieces verified within this long wait to go in one message."""
+HAVE_BATCH_SECONDS: Final = 0.01
+"""After a Have goes, the pieces verified within this long wait to go in one message. Each
+hop of a piece through a starting crowd waits on its Have, and a hop takes ~0.2 s (a round
+trip and a block), so the wait is kept short: with 0.1 s, a 100-leecher flash crowd finished
+0.14 s later at the median (mean of seeds 4-8; last finish 1.262 of the bound against 1.253).
+At 0.01 s hardly any Haves share a message in the crowd (no window at all sent as many), but
+a fast transfer, hundreds of pieces a second, still sends at most 100 Have messages a second
+to a peer. Haves to peers we choke wait longer (below)."""
 HAVE_BATCH_CHOKED_SECONDS: Final = 1.0
 """The same for a peer we choke while our slots are full: it cannot ask us for anything, so
 our Haves only keep its counts of who holds what (its rarest-first, its need slots) and its
@@ -1480,10 +1486,9 @@ class SwarmEngine:
     async def _have_loop(self) -> None:
         """Send Haves, one message per file and peer: the first piece after a quiet spell
         at once (each hop of a piece through a crowd waits on it), those verified in the
-        HAVE_BATCH_SECONDS after it together at the end of that time (a flash crowd's Haves
-        were most of its messages, one per piece). To a peer we choke while every slot is
-        taken, at most one message per HAVE_BATCH_CHOKED_SECONDS; its Haves go at once when
-        we unchoke it, ahead of the Unchoke."""
+        HAVE_BATCH_SECONDS after it together at the end of that time. To a peer we choke
+        while every slot is taken, at most one message per HAVE_BATCH_CHOKED_SECONDS; its
+        Haves go at once when we unchoke it, ahead of the Unchoke."""
         deferred_until = math.inf
         while True:
             with trio.move_on_at(deferred_until):
