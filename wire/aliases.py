@@ -1,6 +1,6 @@
 """Short numbers for file roots on one connection, so a Have costs ~20 bytes instead of ~70.
 
-Haves are most of a swarm's messages (about one per piece and peer that lacks it), and a
+Haves are most of a swarm's messages (up to one per piece and peer that lacks it), and a
 Have's 32-byte root with its piece length was most of each one. A sender declares
 `FileAlias(number, root, piece_length)` once per connection and then names the file by
 `number` in `HaveByAlias`. Each direction of a connection has its own numbers: the sender

@@ -165,11 +165,12 @@ def time_budget(
 
     In the fluid model every leecher holds the share t/T_min of the file at time t and all
     finish at T_min. Each phase's entry is how much longer the median leecher took over it
-    than that schedule allows: from the start to a quarter of the file held, from there to
-    nine tenths, from there to done; then the last finisher's lag behind the median. The
-    entries add up to `last - bound` exactly (the medians telescope), so they say which
-    phase a change of `bound_ratio` came from. `marks_p50` is the median time to a quarter,
-    half, three quarters and nine tenths held (PROGRESS_MARKS)."""
+    than that schedule allows (negative: it caught up): from the start to a quarter of the
+    file held, from there to nine tenths, from there to done; then the last finisher's lag
+    behind the median. The entries add up to `last - bound` exactly (the medians
+    telescope), so they say which phase a change of `bound_ratio` came from. `marks_p50` is
+    the median time to a quarter, half, three quarters and nine tenths held
+    (PROGRESS_MARKS)."""
     if len(marks_p50) != len(PROGRESS_MARKS):
         raise ValueError("one median per progress mark")
     quarter, nine_tenths = marks_p50[0], marks_p50[-1]
