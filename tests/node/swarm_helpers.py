@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import attrs
 import trio
 
 from node.hashing import build_container
@@ -89,3 +90,46 @@ async def seed_folder(folder: Path, *holders: tuple[Store, SwarmEngine]) -> byte
 
 def tcp_address(node: Node) -> StreamAddress:
     return next(a for a in node.listen_addresses if a.transport == "tcp")
+
+
+@attrs.frozen
+class SeedAndLeech:
+    """A seed sharing a folder and a leech that has not asked for it yet, on loopback."""
+
+    seed: Node
+    seeder: SwarmEngine
+    leech: Node
+    engine: SwarmEngine
+    """The leech's engine."""
+    store: Store
+    """The leech's store."""
+    container_id: bytes
+
+
+@asynccontextmanager
+async def seed_and_leech(
+    tmp_path: Path,
+    source: Path,
+    *,
+    network_seed: int,
+    seed_class: type[SwarmEngine] = SwarmEngine,
+    leech_class: type[SwarmEngine] = SwarmEngine,
+    upload_limit: float | None = None,
+) -> AsyncIterator[SeedAndLeech]:
+    """The set-up of most two-node swarm tests: `source` (a folder) shared by a seed whose
+    engine is a `seed_class` (its uploads held to `upload_limit`), and a leech (its engine a
+    `leech_class`), on a TrioNetwork seeded with `network_seed`."""
+    async with (
+        TrioNetwork(seed=network_seed) as network,
+        trio.open_nursery() as nursery,
+        swarm_node(
+            "seed", tmp_path, network, nursery, engine_class=seed_class, upload_limit=upload_limit
+        ) as (seed, seeder, seed_store),
+        swarm_node("leech", tmp_path, network, nursery, engine_class=leech_class) as (
+            leech,
+            engine,
+            store,
+        ),
+    ):
+        container_id = await seed_folder(source, (seed_store, seeder))
+        yield SeedAndLeech(seed, seeder, leech, engine, store, container_id)

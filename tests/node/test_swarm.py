@@ -29,26 +29,26 @@ from wire.swarm import (
 )
 from wire.swarm import Manifest as ManifestChunk
 
-from .swarm_helpers import add_folder, make_folder, seed_folder, swarm_node, tcp_address
+from .swarm_helpers import (
+    add_folder,
+    make_folder,
+    seed_and_leech,
+    seed_folder,
+    swarm_node,
+    tcp_address,
+)
 
 
 async def test_a_container_is_fetched_by_id_alone(tmp_path: Path) -> None:
     source = tmp_path / "photos"
     sizes = {"a.jpg": 3_000_000, "b/c.txt": 5, "b/d.bin": 200_000, "empty": 0}
     contents = make_folder(source, sizes)
-    async with (
-        TrioNetwork(seed=1) as network,
-        trio.open_nursery() as nursery,
-        swarm_node("seed", tmp_path, network, nursery) as (seed, seeder, seed_store),
-        swarm_node("leech", tmp_path, network, nursery) as (_, engine, store),
-    ):
-        container_id = await add_folder(seed_store, source)
-        await seeder.share(container_id)
+    async with seed_and_leech(tmp_path, source, network_seed=1) as pair:
         with trio.fail_after(30):
-            download = await engine.get(container_id, peers=[tcp_address(seed)])
+            download = await pair.engine.get(pair.container_id, peers=[tcp_address(pair.seed)])
             await download.done.wait()
         assert download.state == "complete", download.error
-        record = store.get(container_id)
+        record = pair.store.get(pair.container_id)
         assert record is not None and record.state == "complete"
         for name, data in contents.items():
             assert (record.location / name).read_bytes() == data
@@ -394,32 +394,21 @@ async def test_a_leecher_with_two_seeds_downloads_from_both(tmp_path: Path) -> N
 async def test_an_upload_limit_holds_the_seed_to_its_rate(tmp_path: Path) -> None:
     source = tmp_path / "data"
     contents = make_folder(source, {"big.bin": 3_000_000})
-    async with (
-        TrioNetwork(seed=7) as network,
-        trio.open_nursery() as nursery,
-        swarm_node("seed", tmp_path, network, nursery, upload_limit=2_000_000) as (
-            seed,
-            seeder,
-            seed_store,
-        ),
-        swarm_node("leech", tmp_path, network, nursery) as (_, engine, store),
-    ):
-        container_id = await add_folder(seed_store, source)
-        await seeder.share(container_id)
+    async with seed_and_leech(tmp_path, source, network_seed=7, upload_limit=2_000_000) as pair:
         with trio.fail_after(30):
-            download = await engine.get(container_id, peers=[tcp_address(seed)])
+            download = await pair.engine.get(pair.container_id, peers=[tcp_address(pair.seed)])
             while download.state != "transfer":
                 await trio.lowlevel.checkpoint()
             started = trio.current_time()
             await download.done.wait()
         # 3 MB at 2 MB/s after a 100 KB burst: 1.45 s at least (a slow machine only adds).
         assert trio.current_time() - started >= 1.4
-        status = seeder.status()  # the limit is taken as the capacity, not measured
+        status = pair.seeder.status()  # the limit is taken as the capacity, not measured
         assert status["upload_capacity"] == 2_000_000 and not status["upload_capacity_measured"]
         assert status["unchoke_slots"] == 2_000_000 // (64 * 1024)
-        unlimited = engine.status()  # nothing sent yet: capacity unknown, four slots
+        unlimited = pair.engine.status()  # nothing sent yet: capacity unknown, four slots
         assert unlimited["upload_capacity"] is None and unlimited["unchoke_slots"] == 4
-        record = store.get(container_id)
+        record = pair.store.get(pair.container_id)
         assert record is not None
         assert (record.location / "big.bin").read_bytes() == contents["big.bin"]
 
@@ -427,23 +416,16 @@ async def test_an_upload_limit_holds_the_seed_to_its_rate(tmp_path: Path) -> Non
 async def test_a_seed_learns_its_upload_capacity_from_what_it_sent(tmp_path: Path) -> None:
     source = tmp_path / "data"
     make_folder(source, {"big.bin": 3_000_000})
-    async with (
-        TrioNetwork(seed=8) as network,
-        trio.open_nursery() as nursery,
-        swarm_node("seed", tmp_path, network, nursery) as (seed, seeder, seed_store),
-        swarm_node("leech", tmp_path, network, nursery) as (_, engine, _store),
-    ):
-        container_id = await add_folder(seed_store, source)
-        await seeder.share(container_id)
-        assert seeder.status()["unchoke_slots"] == 4  # BitTorrent's figure, knowing nothing
+    async with seed_and_leech(tmp_path, source, network_seed=8) as pair:
+        assert pair.seeder.status()["unchoke_slots"] == 4  # BitTorrent's figure, knowing nothing
         with trio.fail_after(30):
-            download = await engine.get(container_id, peers=[tcp_address(seed)])
+            download = await pair.engine.get(pair.container_id, peers=[tcp_address(pair.seed)])
             await download.done.wait()
             while True:  # the choke round after the leecher's NotInterested reads it
-                if seeder.choker.upload_capacity is not None:
+                if pair.seeder.choker.upload_capacity is not None:
                     break
                 await trio.sleep(0.05)
-        status = seeder.status()
+        status = pair.seeder.status()
         # 3 MB over loopback within one 5 s window: at least 600 kB/s.
         assert status["upload_capacity_measured"]
         assert status["upload_capacity"] >= 590_000
@@ -459,34 +441,25 @@ async def test_a_request_cancelled_while_it_waits_for_the_upload_limit_is_never_
     source = tmp_path / "data"
     size = 400_000
     make_folder(source, {"file.bin": size})
-    async with (
-        TrioNetwork(seed=9) as network,
-        trio.open_nursery() as nursery,
-        swarm_node("seed", tmp_path, network, nursery, upload_limit=100_000) as (
-            seed,
-            seeder,
-            seed_store,
-        ),
-        swarm_node("leech", tmp_path, network, nursery) as (leech, engine, _store),
-    ):
-        container_id = await add_folder(seed_store, source)
-        await seeder.share(container_id)
+    async with seed_and_leech(tmp_path, source, network_seed=9, upload_limit=100_000) as pair:
         with trio.fail_after(30):
-            download = await engine.get(container_id, peers=[tcp_address(seed)])
+            download = await pair.engine.get(pair.container_id, peers=[tcp_address(pair.seed)])
             # Past the pacer's 16 KiB burst, one 16 KiB Block goes every ~0.17 s: just
             # after one arrives, nothing is on the wire and the next waits for its turn.
             while True:
-                session = engine.sessions.get(seed.node_id)
+                session = pair.engine.sessions.get(pair.seed.node_id)
                 if session is not None and session.bytes_down >= 5 * BLOCK_SIZE:
                     break
                 await trio.sleep(0.002)
-            queued = [(r.root, r.block_index) for r in seeder.sessions[leech.node_id].uploads]
+            queued = [
+                (r.root, r.block_index) for r in pair.seeder.sessions[pair.leech.node_id].uploads
+            ]
             waiting = [key for key in session.in_flight if key not in queued] or queued[:1]
             root, first = waiting[0]
-            file = engine.files[root]
+            file = pair.engine.files[root]
             # Cancel it and ask again at once: the answer must come once, for the new ask.
-            await engine._send(session, Cancel(root, first))
-            await engine._send(session, Request(root, first, file.height, file.unit_blocks))
+            await pair.engine._send(session, Cancel(root, first))
+            await pair.engine._send(session, Request(root, first, file.height, file.unit_blocks))
             await download.done.wait()
         assert session.bytes_down == size  # nothing came twice
 
@@ -574,33 +547,22 @@ async def test_a_peer_asked_before_it_had_the_metadata_answers_once_it_has(
 async def test_haves_name_a_file_by_its_alias_after_one_declaration(tmp_path: Path) -> None:
     source = tmp_path / "data"
     make_folder(source, {"big.bin": 2_000_000})
-    async with (
-        TrioNetwork(seed=5) as network,
-        trio.open_nursery() as nursery,
-        swarm_node("seed", tmp_path, network, nursery) as (seed, seeder, seed_store),
-        swarm_node("leech", tmp_path, network, nursery, engine_class=Recording) as (
-            _,
-            engine,
-            _,
-        ),
-    ):
-        container_id = await add_folder(seed_store, source)
-        await seeder.share(container_id)
+    async with seed_and_leech(tmp_path, source, network_seed=5, leech_class=Recording) as pair:
         with trio.fail_after(30):
-            download = await engine.get(container_id, peers=[tcp_address(seed)])
+            download = await pair.engine.get(pair.container_id, peers=[tcp_address(pair.seed)])
             await download.done.wait()
         assert download.state == "complete"
-        assert isinstance(engine, Recording)
+        assert isinstance(pair.engine, Recording)
         # The seed shows the file a few pieces at a time: every piece it adds is a Have,
         # and every one names the file by the number declared once.
-        received = engine.received
+        received = pair.engine.received
         assert received.count("HaveByAlias") >= 5
         assert received.count("FileAlias") == 1
         assert received.index("FileAlias") < received.index("HaveByAlias")
         assert "Have" not in received
         # Each Have counted towards what the seed is known to hold (the choker reads it).
         shown = received.count("HaveByAlias")
-        assert engine.sessions[seed.node_id].pieces_held_total >= shown
+        assert pair.engine.sessions[pair.seed.node_id].pieces_held_total >= shown
 
 
 class UndeclaredAlias(SwarmEngine):
@@ -624,21 +586,11 @@ class UndeclaredAlias(SwarmEngine):
 async def test_a_have_naming_an_undeclared_alias_closes_that_connection(tmp_path: Path) -> None:
     source = tmp_path / "data"
     make_folder(source, {"big.bin": 300_000})
-    async with (
-        TrioNetwork(seed=6) as network,
-        trio.open_nursery() as nursery,
-        swarm_node("bad", tmp_path, network, nursery, engine_class=UndeclaredAlias) as (
-            bad,
-            bad_engine,
-            bad_store,
-        ),
-        swarm_node("good", tmp_path, network, nursery) as (_, engine, _),
-    ):
-        container_id = await add_folder(bad_store, source)
-        await bad_engine.share(container_id)
-        assert isinstance(bad_engine, UndeclaredAlias)
-        await engine.get(container_id, peers=[tcp_address(bad)])
+    async with seed_and_leech(tmp_path, source, network_seed=6, seed_class=UndeclaredAlias) as pair:
+        bad = pair.seeder
+        assert isinstance(bad, UndeclaredAlias)
+        await pair.engine.get(pair.container_id, peers=[tcp_address(pair.seed)])
         with trio.fail_after(10):
-            await bad_engine.disconnected.wait()
+            await bad.disconnected.wait()
         # The receiver said why in its Goodbye (it may dial again later: the peer is a hint).
-        assert "file alias 7, never declared" in bad_engine.close_reasons[0]
+        assert "file alias 7, never declared" in bad.close_reasons[0]
