@@ -144,10 +144,10 @@ HAVE_BATCH_SECONDS: Final = 0.01
 hop of a piece through a starting crowd waits on its Have, and a hop takes ~0.2 s (a round
 trip and a block), so the wait is kept short: with 0.1 s, a 100-leecher flash crowd finished
 0.14 s later at the median (mean of seeds 4-8; last finish 1.262 of the bound against 1.253;
-1,000 leechers, seed 1: 1.330 against 1.318).
-At 0.01 s hardly any Haves share a message in the crowd (no window at all sent as many), but
-a fast transfer, hundreds of pieces a second, still sends at most 100 Have messages a second
-to a peer. Haves to peers we choke wait longer (below)."""
+1,000 leechers, seed 1: 1.330 against 1.318). At 0.01 s hardly any Haves share a message in
+the crowd (no window at all sent as many), but a fast transfer, hundreds of pieces a second,
+still sends at most ~100 Have messages a second to a peer. Haves to peers we choke wait
+longer (below)."""
 HAVE_BATCH_CHOKED_SECONDS: Final = 1.0
 """The same for a peer we choke while our slots are full: it cannot ask us for anything, so
 our Haves only keep its counts of who holds what (its rarest-first, its need slots) and its

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
+import attrs
 import trio
 import trio.lowlevel
 
@@ -309,13 +310,21 @@ class NeverRequesting(SwarmEngine):
 Middle = TypeVar("Middle", bound=SwarmEngine)
 
 
+@attrs.frozen
+class SeedMiddleLate(Generic[Middle]):
+    seed: Node
+    middle: Node
+    middle_engine: Middle
+    late_engine: SwarmEngine
+    container_id: bytes
+
+
 @asynccontextmanager
 async def seed_middle_late(
     tmp_path: Path, sizes: dict[str, int], middle_class: type[Middle], *, network_seed: int
-) -> AsyncIterator[tuple[Node, Node, Middle, SwarmEngine, bytes]]:
+) -> AsyncIterator[SeedMiddleLate[Middle]]:
     """A seed sharing a folder of `sizes`, a middle node (its engine a `middle_class`) and a
-    late one on loopback, none connected yet: the seed, the middle node, its engine, the late
-    node's engine and the container id."""
+    late one on loopback, none connected yet."""
     source = tmp_path / "data"
     make_folder(source, sizes)
     async with (
@@ -329,33 +338,30 @@ async def seed_middle_late(
         ),
         swarm_node("late", tmp_path, network, nursery) as (_, late_engine, _),
     ):
-        container_id = await add_folder(seed_store, source)
-        await seeder.share(container_id)
+        container_id = await seed_folder(source, (seed_store, seeder))
         assert isinstance(middle_engine, middle_class)
-        yield seed, middle, middle_engine, late_engine, container_id
+        yield SeedMiddleLate(seed, middle, middle_engine, late_engine, container_id)
 
 
 async def test_a_leecher_serves_the_metadata_before_it_holds_a_piece(tmp_path: Path) -> None:
     sizes = {"big.bin": 1_000_000, "small.txt": 10}
-    async with seed_middle_late(tmp_path, sizes, NeverRequesting, network_seed=6) as (
-        seed,
-        middle,
-        middle_engine,
-        late_engine,
-        container_id,
-    ):
+    async with seed_middle_late(tmp_path, sizes, NeverRequesting, network_seed=6) as nodes:
         with trio.fail_after(30):
-            first = await middle_engine.get(container_id, peers=[tcp_address(seed)])
+            first = await nodes.middle_engine.get(
+                nodes.container_id, peers=[tcp_address(nodes.seed)]
+            )
             while first.state != "transfer":
                 await trio.lowlevel.checkpoint()
             # The middle node has the manifest and layers, no piece, and is all the late
             # node knows: the metadata must come from it.
-            second = await late_engine.get(container_id, peers=[tcp_address(middle)])
+            second = await nodes.late_engine.get(
+                nodes.container_id, peers=[tcp_address(nodes.middle)]
+            )
             while second.state != "transfer":
                 await trio.lowlevel.checkpoint()
         assert first.held_bytes == 0
         assert second.manifest == first.manifest and second.total_bytes == 1_000_010
-        assert set(late_engine.sessions) == {middle.node_id}
+        assert set(nodes.late_engine.sessions) == {nodes.middle.node_id}
 
 
 async def test_a_leecher_with_two_seeds_downloads_from_both(tmp_path: Path) -> None:
@@ -524,24 +530,22 @@ async def test_a_peer_asked_before_it_had_the_metadata_answers_once_it_has(
     one before the middle even starts the download, and the middle answers it once its
     metadata is in (a flash crowd's metadata spreads hop by hop this way): the late node,
     which knows no one else, completes."""
-    async with seed_middle_late(tmp_path, {"big.bin": 300_000}, Recording, network_seed=8) as (
-        seed,
-        middle,
-        middle_engine,
-        late_engine,
-        container_id,
-    ):
+    async with seed_middle_late(tmp_path, {"big.bin": 300_000}, Recording, network_seed=8) as nodes:
         with trio.fail_after(30):
-            late = await late_engine.get(container_id, peers=[tcp_address(middle)])
+            late = await nodes.late_engine.get(
+                nodes.container_id, peers=[tcp_address(nodes.middle)]
+            )
             with trio.move_on_after(5):
-                await middle_engine.wants_came.wait()
-            assert "Wants" in middle_engine.received, "the late node's want never came"
-            assert middle_engine.local.held_count == 0
-            first = await middle_engine.get(container_id, peers=[tcp_address(seed)])
+                await nodes.middle_engine.wants_came.wait()
+            assert "Wants" in nodes.middle_engine.received, "the late node's want never came"
+            assert nodes.middle_engine.local.held_count == 0
+            first = await nodes.middle_engine.get(
+                nodes.container_id, peers=[tcp_address(nodes.seed)]
+            )
             await first.done.wait()
             await late.done.wait()
         assert late.total_bytes == 300_000
-        assert set(late_engine.sessions) == {middle.node_id}
+        assert set(nodes.late_engine.sessions) == {nodes.middle.node_id}
 
 
 async def test_haves_name_a_file_by_its_alias_after_one_declaration(tmp_path: Path) -> None:
