@@ -9,9 +9,12 @@ little as there; every download capacity is 4x the upload. Round trips are 20-15
 (uniform), without loss. Every node is a real `Node` with the real `SwarmEngine` over a
 `MemoryStore`. Each leecher starts the download with the seed's address and `HINTS` random
 other leechers' addresses as hints (as a federation roster would give it); PEX and incoming
-connections do the rest. Every node paces its uploads at 95 % of its capacity (`kinswarm run
---upload-limit`), as BitTorrent users are told to: with the uplink full, a node's own Requests
-wait behind seconds of its Block data and its last pieces stall (`node.swarm.pacer`).
+connections do the rest. A leecher knows the container by its id alone, as from a magnet
+link, and fetches the manifest and piece layers from the crowd first (`flash-crowd-imported`
+starts with them in every leecher's store, as after importing a .torrent). Every node paces
+its uploads at 95 % of its capacity (`kinswarm run --upload-limit`), as BitTorrent users are
+told to: with the uplink full, a node's own Requests wait behind seconds of its Block data
+and its last pieces stall (`node.swarm.pacer`).
 
 Reported: completion times (from the instant every leecher asked) at p50, p90 and p100, and
 the median of each upload capacity (tit-for-tat serves fast uploaders first); the
@@ -72,6 +75,11 @@ class FlashCrowd:
     """Sample the swarm's upload every this many simulated seconds (0: never)."""
     upload_limit_share: float | None = 0.95
     """Each node's upload limit as a share of its capacity (None: no limit)."""
+    metadata_imported: bool = False
+    """Each leecher starts with the manifest and piece layers in its store, as after
+    `kinswarm import FILE.torrent` (a v2 torrent carries the layers): the download begins
+    with its transfer, not with fetching the metadata from the crowd (by id, as from a
+    magnet link: the default)."""
 
     def world(self, seed: int) -> WorldConfig:
         return WorldConfig(seed=seed, latency=self.latency)
@@ -239,6 +247,11 @@ async def run(simulation: Simulation, params: ScenarioParams, config: FlashCrowd
     first_copy = swarm.tap.first_copy = FirstCopy(seed_node.node_id, block_count(F))
     for host in hosts:
         await simulation.start(host, factory)
+        if config.metadata_imported:
+            engine = swarm.engines[host.index]
+            engine.store.add_container(
+                manifest, layers, engine.download_dir, complete=False, now=0.0
+            )
 
     # Everyone asks at the same instant, once every node listens.
     started = trio.current_time()
@@ -361,3 +374,6 @@ register(FlashCrowd().spec())
 register(FlashCrowd(piece_length=64 * 1024).spec("flash-crowd-64k"))
 """The same with 64 KiB pieces: a quarter of the Have messages, which makes 1,000 leechers
 affordable in wall time."""
+register(FlashCrowd(metadata_imported=True).spec("flash-crowd-imported"))
+"""The same with the metadata in every leecher's store from the start (`metadata_imported`):
+what fetching it from the crowd costs, by difference."""

@@ -23,6 +23,9 @@ from wire.merkle import BLOCK_SIZE
 from wire.swarm import Block
 
 SMALL = register(FlashCrowd(file_bytes=1024 * 1024).spec("flash-crowd-small"))
+SMALL_IMPORTED = register(
+    FlashCrowd(file_bytes=1024 * 1024, metadata_imported=True).spec("flash-crowd-small-imported")
+)
 
 
 def test_kumar_ross_bound_takes_the_tightest_term() -> None:
@@ -86,6 +89,20 @@ def test_a_small_flash_crowd_completes_near_the_bound_and_trades() -> None:
     assert abs(sum(metrics["time_budget_s"].values()) - excess) < 0.01, metrics["time_budget_s"]
     held = metrics["held_p50_s"]
     assert held["25%"] < held["50%"] < held["75%"] < held["90%"] < metrics["completion_p50_s"]
+
+
+def test_a_crowd_with_the_metadata_imported_asks_nobody_for_it() -> None:
+    """Leechers that imported the container (as from a .torrent) start with the transfer:
+    no manifest or piece layer crosses the network, and the crowd completes as the other."""
+    leechers = 24
+    metrics = run_scenario(SMALL_IMPORTED.name, nodes=leechers, seed=3, sim_seconds=300).metrics
+    assert metrics["completed"] == leechers and metrics["failed"] == 0
+    assert metrics["metadata_p50_s"] == metrics["metadata_p100_s"] == 0.0
+    sent = metrics["messages_received"]
+    assert not {"GetManifest", "Manifest", "GetLayer", "Layer"} & set(sent), sent
+    assert "Block" in sent and metrics["blocks_rejected"] == 0
+    assert metrics["bound_ratio"] < 3.0, metrics["bound_ratio"]
+    assert 1 <= metrics["seed_copies_for_first_copy"] < 1.3, metrics["seed_copies_for_first_copy"]
 
 
 def test_a_crowd_stopped_mid_transfer_shuts_down_without_errors(caplog: Any) -> None:
