@@ -312,6 +312,9 @@ Middle = TypeVar("Middle", bound=SwarmEngine)
 
 @attrs.frozen
 class SeedMiddleLate(Generic[Middle]):
+    """What `seed_middle_late` sets up: the seed, the middle node and its engine (of the
+    test's class), the late node's engine and the container they pass along."""
+
     seed: Node
     middle: Node
     middle_engine: Middle
