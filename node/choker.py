@@ -32,6 +32,18 @@ are *unchoked* at a time. The rules are BitTorrent's, as refined by mainline and
   with 5 slots or more (7 of a 500 KB/s uplink: 6 by need instead of 5).
   The cost: a peer that under-reports what it holds draws need slots; kinswarm's swarms are
   federations of people who know each other, and the slots by rate still reward giving.
+* **Behind, weighed by capacity**: the need ranking is not the bare count but the count plus
+  one times the square root of the upload capacity the peer told us (`wire.swarm.Capacity`;
+  a peer that did not say counts as the median of those that did, and a claim is held within
+  `NEED_CAPACITY_SPREAD` of that median, so a lie buys at most a factor of 4). The
+  reciprocation slot repays a 125 KB/s uploader a quarter of what it repays a 500 KB/s one,
+  so at the same count the slow one is further from finishing with the crowd. 100 leechers,
+  seeds 4-8: 1.239 / 1.233 / 1.231 / 1.250 / 1.214 of the bound (mean 1.233), median finish
+  15.48 / 15.39 / 15.44 / 16.67 / 17.57 s, against the bare count's 1.238 / 1.229 / 1.292 /
+  1.278 / 1.226 (1.253), 15.77 / 15.59 / 15.70 / 16.75 / 17.70 s. The square root was
+  the best of the exponents tried (with the capacities read from the simulator: 0.5 gave a
+  mean of 1.231, 0.75 1.241, 1 1.269 / 1.246 on seeds 4 / 5; the median finish came sooner
+  with each, but with the full capacity the fast uploaders became the stragglers).
 * **Optimistic unchoke**: one more interested, choked peer, chosen at random and kept for
   `optimistic_interval_s` (30 s). It is how a newcomer with nothing to trade gets its first
   pieces and how we discover peers faster than our current partners. Newly connected peers are
@@ -126,6 +138,10 @@ DEFAULT_OPTIMISTIC_CHOICES: Final = 3
 """Peers drawn for an optimistic unchoke; the one furthest behind (fewest pieces) wins."""
 DEFAULT_RATE_SLOTS: Final = 1
 """Regular slots that go by rate (reciprocation) while we download; the rest go by need."""
+NEED_CAPACITY_SPREAD: Final = 16.0
+"""A told upload capacity counts as at most this many times the median told, or that median
+divided by it: a peer that claims a tiny uplink to draw need slots gains a factor of
+sqrt(16) = 4 at most, what a 125 KB/s uploader honestly has over a 2 MB/s one."""
 DEFAULT_RATE_WINDOW_S: Final = 20
 """Rates are averaged over 20 s (BitTorrent's two rechoke periods), so one burst does not win a
 slot."""
@@ -150,6 +166,11 @@ class PeerRecord:
     """Unchoked, and has asked us for nothing for a while: its slot may go to another peer."""
     pieces_held: int = 0
     """Pieces the peer told us it holds of the files we share with it: how far along it is."""
+    upload_capacity: float | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.ge(0))
+    )
+    """Bytes/s the peer told us its uplink carries (`wire.swarm.Capacity`); None if it did
+    not say. Weighs its count for the need slots."""
 
 
 @attrs.frozen
@@ -324,7 +345,11 @@ class Choker:
         by_rate = sorted(candidates, key=lambda r: (-r.download_rate_from_them, draws[r.node_id]))
         if not self.need_slots:
             return by_rate
-        needy = sorted(candidates, key=lambda r: (r.pieces_held, draws[r.node_id]))
+        weight = _need_weights(candidates)
+        needy = sorted(
+            candidates,
+            key=lambda r: ((r.pieces_held + 1) * weight[r.node_id], draws[r.node_id]),
+        )
         needy = needy[: self.need_slots]
         first = {r.node_id for r in needy}
         return needy + [r for r in by_rate if r.node_id not in first]
@@ -371,6 +396,21 @@ class Choker:
         if best is not None:
             self._optimistic = best.node_id
         self._optimistic_until = now + self.optimistic_interval_s
+
+
+def _need_weights(candidates: Sequence[PeerRecord]) -> dict[bytes, float]:
+    """Each candidate's factor on its piece count for the need slots: the square root of the
+    upload capacity it told us, held within NEED_CAPACITY_SPREAD of the median of those
+    told. A peer that did not say counts as that median; with none told, every factor is 1
+    (the plain count)."""
+    told = sorted(r.upload_capacity for r in candidates if r.upload_capacity)
+    if not told:
+        return {r.node_id: 1.0 for r in candidates}
+    middle = told[len(told) // 2]
+    low, high = middle / NEED_CAPACITY_SPREAD, middle * NEED_CAPACITY_SPREAD
+    return {
+        r.node_id: math.sqrt(min(high, max(low, r.upload_capacity or middle))) for r in candidates
+    }
 
 
 class RateMeter:

@@ -101,6 +101,8 @@ MANIFEST_CHUNK: Final = 1024 * 1024
 """Manifest bytes per Manifest message; manifests (up to 64 MiB) come in chunks."""
 MAX_PEX_PEERS: Final = 50
 """Per PEX message, as BEP 11 recommends: enough to grow a swarm, too few to flood one."""
+MAX_CAPACITY: Final = (1 << 40) - 1
+"""Bytes per second a Capacity message may state (about 1 TB/s)."""
 ID_SIZE: Final = 32
 
 _ID = FixedBytes(ID_SIZE)
@@ -423,6 +425,16 @@ class NotInterested(SwarmRecord):
     """You hold nothing we want."""
 
 
+@attrs.frozen
+class Capacity(SwarmRecord):
+    """Bytes per second our uplink carries, as we know it (configured, our upload limit, or
+    measured); 0 if we do not know. Peers weigh how far behind we are by it when they give
+    their slots by need (`node.choker`). Sent when the connection opens and again when our
+    figure changes by a quarter or more."""
+
+    upload: int = attrs.field(metadata=spec(UInt(maximum=MAX_CAPACITY)))
+
+
 # -- blocks --------------------------------------------------------------------------------------
 
 
@@ -651,6 +663,7 @@ SwarmMessage = (
     | Unchoke
     | Interested
     | NotInterested
+    | Capacity
     | Request
     | Cancel
     | Reject
@@ -677,6 +690,7 @@ MESSAGE_TYPES: Final[dict[type[Any], int]] = {
     Unchoke: 0x21,
     Interested: 0x22,
     NotInterested: 0x23,
+    Capacity: 0x24,
     Request: 0x30,
     Cancel: 0x31,
     Reject: 0x32,

@@ -58,6 +58,7 @@ from wire.swarm import (
     EXTENSION_NAME,
     EXTENSION_VERSION,
     MANIFEST_CHUNK,
+    MAX_CAPACITY,
     MAX_HAVE_FILES,
     MAX_HAVE_PIECES,
     MAX_LAYER_HASHES,
@@ -65,6 +66,7 @@ from wire.swarm import (
     Bitfield,
     Block,
     Cancel,
+    Capacity,
     Choke,
     FileAlias,
     GetLayer,
@@ -234,6 +236,8 @@ class SwarmEngine:
             UploadCapacityEstimate() if upload_capacity is None and upload_limit is None else None
         )
         """Told neither our capacity nor a limit, we learn it from our uploads (`capacity`)."""
+        self._capacity_announced = self._capacity_figure()
+        """The upload capacity our Capacity messages state (0: none sent while unknown)."""
         self._pacer = UploadPacer(upload_limit) if upload_limit else None
         """Block data goes out at most at `upload_limit` bytes/s (`node.swarm.pacer`)."""
         self._pacer_turn = trio.Lock()
@@ -368,6 +372,8 @@ class SwarmEngine:
         if self._nursery is not None:
             self._nursery.start_soon(self._uploader, session)
             self._nursery.start_soon(self._flush_index, session)
+            if self._capacity_announced:
+                self._nursery.start_soon(self._send, session, Capacity(self._capacity_announced))
 
     async def _on_disconnected(self, peer: PeerConnection) -> None:
         session = self.sessions.get(peer.node_id) if peer.remote else None
@@ -497,6 +503,8 @@ class SwarmEngine:
             self._choke_wakeup.set()  # its slot goes to someone who wants data, now
         elif isinstance(message, Cancel):
             session.cancel_upload(message.root, message.block_index)
+        elif isinstance(message, Capacity):
+            session.upload_capacity = float(message.upload) or None
         elif isinstance(message, Reject):
             self._release(session, message.root, message.block_index)
             await self._fill_requests(session)
@@ -1429,12 +1437,28 @@ class SwarmEngine:
 
     # -- choking, timeouts, PEX, discovery -----------------------------------------------------
 
+    def _capacity_figure(self) -> int:
+        """Our upload capacity as we tell peers (`Capacity`): 0 while unknown."""
+        capacity = self.choker.upload_capacity
+        return 0 if capacity is None else min(MAX_CAPACITY, round(capacity))
+
+    async def _announce_capacity(self) -> None:
+        """Tell every peer our upload capacity again once it moved by a quarter or more from
+        what we told them (a measured estimate settles within seconds, then rarely moves)."""
+        figure, told = self._capacity_figure(), self._capacity_announced
+        if not figure or (told and abs(figure - told) * 4 < told):
+            return
+        self._capacity_announced = figure
+        for session in list(self.sessions.values()):
+            await self._send(session, Capacity(figure))
+
     async def _choke_loop(self) -> None:
         while True:
             now = self.network.now()
             self.choker.seeding = not self.files
             if self._capacity is not None:
                 self.choker.upload_capacity = self._capacity.estimate(now)
+                await self._announce_capacity()
             # The choker decides among interested peers and chokes unchoked ones; a choked
             # peer that wants nothing from us plays no part, and leaving it out leaves every
             # decision (and draw) the same. This loop runs on every change of interest:
@@ -1454,6 +1478,7 @@ class SwarmEngine:
                     connected_at=session.connected_at,
                     idle=session.unchoke_unused(now),
                     pieces_held=session.pieces_held_total,
+                    upload_capacity=session.upload_capacity,
                 )
                 for session in self.sessions.values()
                 if session.wants_from_us or not session.am_choking

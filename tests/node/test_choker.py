@@ -169,6 +169,42 @@ def test_all_slots_but_one_go_to_the_peers_furthest_behind() -> None:
     assert b"p12" not in decision.unchoke  # behind, but wants nothing from us
 
 
+def test_need_slots_weigh_each_count_by_the_square_root_of_the_told_capacity() -> None:
+    """A 125 kB/s uploader earns a quarter of what a 500 kB/s one earns by reciprocation:
+    among the needy it counts as further behind (its pieces plus one, times the square
+    root of its capacity, rank it)."""
+    choker = Choker(upload_capacity=3 * DEFAULT_PER_SLOT_RATE)  # two slots by need
+    slow, fast = 125_000.0, 500_000.0
+    peers = with_pieces(swarm("1i 1i 1i 1i 9i"), 40, 30, 10, 50, 60)
+    told = [slow, fast, fast, slow, fast]
+    peers = [attrs.evolve(r, upload_capacity=c) for r, c in zip(peers, told, strict=True)]
+    # keys (x sqrt(125,000)): p2 11 x 2 = 22, p0 41, p3 51, p1 31 x 2 = 62, p4 61 x 2 = 122
+    decision = choker.update(peers, 0.0, random.Random(0))
+    assert decision.regular == (b"p2", b"p0", b"p4")  # then the fastest of the rest
+    # A peer that did not say counts as the median of those that did (here: fast).
+    peers[0] = attrs.evolve(peers[0], upload_capacity=None)
+    decision = Choker(upload_capacity=3 * DEFAULT_PER_SLOT_RATE).update(
+        peers, 0.0, random.Random(0)
+    )
+    assert decision.regular[:2] == (b"p2", b"p3")  # p0's 41 x 2 = 82 > p3's 51
+
+
+def test_a_peer_claiming_a_tiny_uplink_gains_a_factor_of_four_at_most() -> None:
+    choker = Choker(upload_capacity=2 * DEFAULT_PER_SLOT_RATE)  # one slot by need
+    honest = [attrs.evolve(r, upload_capacity=250_000.0) for r in swarm("1i 1i 1i")]
+    liar = attrs.evolve(swarm("1i")[0], node_id=b"liar", upload_capacity=1.0)
+    # Counted as 250,000 / 16: a quarter of an honest peer's factor, not a 500th.
+    peers = [*with_pieces(honest, 10, 60, 60), attrs.evolve(liar, pieces_held=50)]
+    assert choker.update(peers, 0.0, random.Random(0)).regular[0] == b"p0"  # 11 x 4 < 51
+    peers[-1] = attrs.evolve(peers[-1], pieces_held=30)
+    assert (
+        Choker(upload_capacity=2 * DEFAULT_PER_SLOT_RATE)
+        .update(peers, 0.0, random.Random(0))
+        .regular[0]
+        == b"liar"
+    )  # 31 < 11 x 4
+
+
 def test_a_one_slot_node_keeps_its_slot_for_reciprocation() -> None:
     peers = with_pieces(swarm("9i 1i 5i 2i"), 50, 10, 30, 40)
     one = Choker(upload_capacity=125_000)

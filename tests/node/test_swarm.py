@@ -417,6 +417,9 @@ async def test_an_upload_limit_holds_the_seed_to_its_rate(tmp_path: Path) -> Non
         assert status["unchoke_slots"] == 2_000_000 // (64 * 1024)
         unlimited = pair.engine.status()  # nothing sent yet: capacity unknown, four slots
         assert unlimited["upload_capacity"] is None and unlimited["unchoke_slots"] == 4
+        # The seed told the leech its capacity (the limit) when they connected (`Capacity`).
+        assert pair.engine.sessions[pair.seed.node_id].upload_capacity == 2_000_000
+        assert pair.seeder.sessions[pair.leech.node_id].upload_capacity is None  # not known
         record = pair.store.get(pair.container_id)
         assert record is not None
         assert (record.location / "big.bin").read_bytes() == contents["big.bin"]
@@ -439,6 +442,15 @@ async def test_a_seed_learns_its_upload_capacity_from_what_it_sent(tmp_path: Pat
         assert status["upload_capacity_measured"]
         assert status["upload_capacity"] >= 590_000
         assert status["unchoke_slots"] >= 9
+        # Once measured, the figure goes to the peers (`Capacity`), rounded to bytes/s.
+        session = pair.engine.sessions[pair.seed.node_id]
+        with trio.fail_after(10):
+            while True:
+                if session.upload_capacity is not None:
+                    break
+                await trio.sleep(0.05)
+        told = session.upload_capacity
+        assert abs(told - status["upload_capacity"]) <= 0.25 * told
 
 
 async def test_a_request_cancelled_while_it_waits_for_the_upload_limit_is_never_sent(
