@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from node.choker import (
     DEFAULT_PER_SLOT_RATE,
     MAX_SLOTS,
+    NEED_CAPACITY_EXPONENT,
     ChokeDecision,
     Choker,
     PeerRecord,
@@ -169,16 +170,18 @@ def test_all_slots_but_one_go_to_the_peers_furthest_behind() -> None:
     assert b"p12" not in decision.unchoke  # behind, but wants nothing from us
 
 
-def test_need_slots_weigh_each_count_by_the_square_root_of_the_told_capacity() -> None:
+def test_need_slots_weigh_each_count_by_the_told_capacity() -> None:
     """A 125 kB/s uploader earns a quarter of what a 500 kB/s one earns by reciprocation:
-    among the needy it counts as further behind (its pieces plus one, times the square
-    root of its capacity, rank it)."""
+    among the needy it counts as further behind (its pieces plus one, times the fourth root
+    of its capacity, rank it)."""
+    assert NEED_CAPACITY_EXPONENT == 0.25
     choker = Choker(upload_capacity=3 * DEFAULT_PER_SLOT_RATE)  # two slots by need
     slow, fast = 125_000.0, 500_000.0
     peers = with_pieces(swarm("1i 1i 1i 1i 9i"), 40, 30, 10, 50, 60)
     told = [slow, fast, fast, slow, fast]
     peers = [attrs.evolve(r, upload_capacity=c) for r, c in zip(peers, told, strict=True)]
-    # keys (x sqrt(125,000)): p2 11 x 2 = 22, p0 41, p3 51, p1 31 x 2 = 62, p4 61 x 2 = 122
+    # keys (in units of 125,000 ** 0.25; 4 ** 0.25 = 1.41): p2 11 x 1.41 = 15.6, p0 41,
+    # p1 31 x 1.41 = 43.8, p3 51, p4 61 x 1.41 = 86
     decision = choker.update(peers, 0.0, random.Random(0))
     assert decision.regular == (b"p2", b"p0", b"p4")  # then the fastest of the rest
     # A peer that did not say counts as the median of those that did (here: fast).
@@ -186,23 +189,23 @@ def test_need_slots_weigh_each_count_by_the_square_root_of_the_told_capacity() -
     decision = Choker(upload_capacity=3 * DEFAULT_PER_SLOT_RATE).update(
         peers, 0.0, random.Random(0)
     )
-    assert decision.regular[:2] == (b"p2", b"p3")  # p0's 41 x 2 = 82 > p3's 51
+    assert decision.regular[:2] == (b"p2", b"p1")  # p0's 41 x 1.41 = 58 > p1's 43.8
 
 
-def test_a_peer_claiming_a_tiny_uplink_gains_a_factor_of_four_at_most() -> None:
+def test_a_peer_claiming_a_tiny_uplink_gains_a_factor_of_two_at_most() -> None:
     choker = Choker(upload_capacity=2 * DEFAULT_PER_SLOT_RATE)  # one slot by need
     honest = [attrs.evolve(r, upload_capacity=250_000.0) for r in swarm("1i 1i 1i")]
     liar = attrs.evolve(swarm("1i")[0], node_id=b"liar", upload_capacity=1.0)
-    # Counted as 250,000 / 16: a quarter of an honest peer's factor, not a 500th.
-    peers = [*with_pieces(honest, 10, 60, 60), attrs.evolve(liar, pieces_held=50)]
-    assert choker.update(peers, 0.0, random.Random(0)).regular[0] == b"p0"  # 11 x 4 < 51
-    peers[-1] = attrs.evolve(peers[-1], pieces_held=30)
+    # Counted as 250,000 / 16: a factor of 16 ** 0.25 = 2 below an honest peer's.
+    peers = [*with_pieces(honest, 10, 60, 60), attrs.evolve(liar, pieces_held=30)]
+    assert choker.update(peers, 0.0, random.Random(0)).regular[0] == b"p0"  # 11 x 2 < 31
+    peers[-1] = attrs.evolve(peers[-1], pieces_held=20)
     assert (
         Choker(upload_capacity=2 * DEFAULT_PER_SLOT_RATE)
         .update(peers, 0.0, random.Random(0))
         .regular[0]
         == b"liar"
-    )  # 31 < 11 x 4
+    )  # 21 < 11 x 2
 
 
 def test_a_one_slot_node_keeps_its_slot_for_reciprocation() -> None:
