@@ -40,7 +40,7 @@ are *unchoked* at a time. The rules are BitTorrent's, as refined by mainline and
   so at the same count the slow one is further from finishing with the crowd. 100 leechers,
   seeds 4-8: 1.232 / 1.222 / 1.232 / 1.247 / 1.215 of the bound (mean 1.230), against the
   bare count's 1.238 / 1.229 / 1.292 / 1.278 / 1.226 (1.253), the last finisher 0.89-0.97 s
-  behind the median instead of up to 1.6 s; 1,000 leechers, seed 1: 1.281 against 1.318
+  behind the median instead of 0.91-1.64 s; 1,000 leechers, seed 1: 1.281 against 1.318
   (last finish 18.38 s against 18.92). Exponents tried: with the square root 1.233 (100) and
   1.281 (1,000), the median finish sooner but the 500 KB/s uploaders then the last to finish
   (medians by uplink 16.55 / 17.36 / 17.81 s at 1,000, against 16.97 / 17.40 / 17.63 with the
