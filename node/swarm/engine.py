@@ -504,7 +504,7 @@ class SwarmEngine:
         elif isinstance(message, Cancel):
             session.cancel_upload(message.root, message.block_index)
         elif isinstance(message, Capacity):
-            session.upload_capacity = float(message.upload) or None
+            session.peer_upload_capacity = float(message.upload) or None
         elif isinstance(message, Reject):
             self._release(session, message.root, message.block_index)
             await self._fill_requests(session)
@@ -1478,7 +1478,7 @@ class SwarmEngine:
                     connected_at=session.connected_at,
                     idle=session.unchoke_unused(now),
                     pieces_held=session.pieces_held_total,
-                    upload_capacity=session.upload_capacity,
+                    upload_capacity=session.peer_upload_capacity,
                 )
                 for session in self.sessions.values()
                 if session.wants_from_us or not session.am_choking

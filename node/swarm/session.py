@@ -68,7 +68,7 @@ class Session:
     """Root → pieces the peer told us it holds (Bitfield, Have; HaveAll counts as
     `ALL_PIECES`): how far along it is, for the choker."""
     pieces_held_total: int = 0
-    upload_capacity: float | None = None
+    peer_upload_capacity: float | None = None
     """Bytes/s the peer says its uplink carries (`Capacity`; None until it says one)."""
     roots_seen: set[bytes] = attrs.Factory(set)
     """Roots this peer told us anything about (they get our Have messages)."""

@@ -418,8 +418,8 @@ async def test_an_upload_limit_holds_the_seed_to_its_rate(tmp_path: Path) -> Non
         unlimited = pair.engine.status()  # nothing sent yet: capacity unknown, four slots
         assert unlimited["upload_capacity"] is None and unlimited["unchoke_slots"] == 4
         # The seed told the leech its capacity (the limit) when they connected (`Capacity`).
-        assert pair.engine.sessions[pair.seed.node_id].upload_capacity == 2_000_000
-        assert pair.seeder.sessions[pair.leech.node_id].upload_capacity is None  # not known
+        assert pair.engine.sessions[pair.seed.node_id].peer_upload_capacity == 2_000_000
+        assert pair.seeder.sessions[pair.leech.node_id].peer_upload_capacity is None  # not known
         record = pair.store.get(pair.container_id)
         assert record is not None
         assert (record.location / "big.bin").read_bytes() == contents["big.bin"]
@@ -447,7 +447,7 @@ async def test_a_seed_learns_its_upload_capacity_from_what_it_sent(tmp_path: Pat
         session = pair.engine.sessions[pair.seed.node_id]
         with trio.fail_after(10):
             while True:
-                told, measured = session.upload_capacity, pair.seeder.choker.upload_capacity
+                told, measured = session.peer_upload_capacity, pair.seeder.choker.upload_capacity
                 if told is not None and measured is not None and abs(told - measured) < told / 4:
                     break
                 await trio.sleep(0.05)
