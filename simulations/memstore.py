@@ -60,6 +60,7 @@ from node.store.pieces import (
     pieces_per,
     popcount,
     set_bits,
+    stored_spans,
 )
 from node.store.records import (
     AlreadyStored,
@@ -278,7 +279,7 @@ class MemoryStore:
         marks: list[tuple[_Root, int]] = []
         for root, index, data in pieces:
             row = self._require_root(root)
-            parts = self._fine_parts(row, index, len(data), piece_length)
+            parts = stored_spans(row.length, row.piece_length, index, len(data), piece_length)
             if parts is None or not all(
                 self._piece_ok(row, fine, data, start, size) for fine, start, size in parts
             ):
@@ -293,29 +294,6 @@ class MemoryStore:
                 landed[row.root] = None
         completed = self._finish_ready(self._partial_holding(landed))
         return WriteResult(tuple(refused), tuple(completed))
-
-    def _fine_parts(
-        self, row: _Root, index: int, length: int, piece_length: int | None
-    ) -> list[tuple[int, int, int]] | None:
-        """As `node.store.copies.fine_parts`: the stored pieces (fine index, offset in the
-        data, size) a piece at `piece_length` spans; None if its index or size is wrong."""
-        coarse = piece_length or row.piece_length
-        if coarse < row.piece_length:
-            raise ValueError(
-                f"piece length {coarse} is finer than the stored {row.piece_length} for this root"
-            )
-        try:
-            size = piece_size(row.length, coarse, index)
-        except IndexError:
-            return None
-        if length != size:
-            return None
-        first = index * coarse // row.piece_length
-        step = row.piece_length
-        return [
-            (first + n, start, min(step, size - start))
-            for n, start in enumerate(range(0, size, step))
-        ]
 
     def _piece_ok(
         self, row: _Root, fine: int, data: bytes | bytearray | memoryview, start: int, size: int

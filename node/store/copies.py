@@ -24,6 +24,7 @@ from node.store.pieces import (
     piece_size,
     popcount,
     set_bits,
+    stored_spans,
 )
 from wire.merkle import piece_count
 
@@ -154,21 +155,11 @@ def fine_parts(
     row: RootRow, index: int, data: memoryview, piece_length: int | None
 ) -> list[tuple[int, memoryview]] | None:
     """Cut a piece given at `piece_length` (a container's, default the stored one) into the
-    stored pieces it spans; None if its index or size is wrong for the file."""
-    coarse = piece_length or row.piece_length
-    if coarse < row.piece_length:
-        raise ValueError(
-            f"piece length {coarse} is finer than the stored {row.piece_length} for this root"
-        )
-    try:
-        size = piece_size(row.length, coarse, index)
-    except IndexError:
+    stored pieces it spans (`stored_spans`); None if its index or size is wrong for the file."""
+    spans = stored_spans(row.length, row.piece_length, index, len(data), piece_length)
+    if spans is None:
         return None
-    if len(data) != size:
-        return None
-    first = index * coarse // row.piece_length
-    step = row.piece_length
-    return [(first + n, data[start : start + step]) for n, start in enumerate(range(0, size, step))]
+    return [(fine, data[start : start + size]) for fine, start, size in spans]
 
 
 def refill_recreated(files: OpenFiles, row: RootRow, copies: Sequence[Copy]) -> bool:

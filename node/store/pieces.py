@@ -51,6 +51,32 @@ def piece_size(length: int, piece_length: int, index: int) -> int:
     return min(piece_length, length - index * piece_length)
 
 
+def stored_spans(
+    length: int, stored_piece_length: int, index: int, size: int, piece_length: int | None
+) -> list[tuple[int, int, int]] | None:
+    """The stored pieces that piece `index`, `size` bytes at `piece_length` (a container's;
+    None: the stored one), spans in a file of `length` bytes kept at `stored_piece_length`:
+    (stored index, offset in the piece, size) each. None if the index or the size is wrong
+    for the file. A coarser piece is a run of whole stored ones (piece lengths are powers of
+    two, aligned to the file start); a finer one is the caller's error."""
+    coarse = piece_length or stored_piece_length
+    if coarse < stored_piece_length:
+        raise ValueError(
+            f"piece length {coarse} is finer than the stored {stored_piece_length} for this root"
+        )
+    try:
+        expected = piece_size(length, coarse, index)
+    except IndexError:
+        return None
+    if size != expected:
+        return None
+    first = index * coarse // stored_piece_length
+    return [
+        (first + n, start, min(stored_piece_length, size - start))
+        for n, start in enumerate(range(0, size, stored_piece_length))
+    ]
+
+
 def piece_hash(data: bytes | bytearray | memoryview, length: int, piece_length: int) -> bytes:
     """The tree node that a piece's data hashes to (compare it with the piece layer entry)."""
     return root_from_layer(hash_blocks(data), 0, node_height(length, piece_length))

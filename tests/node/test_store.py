@@ -32,6 +32,7 @@ from node.store.pieces import (
     finer_bits,
     full_bits,
     piece_matches,
+    stored_spans,
 )
 from tests.node.store_crash_helper import build_container
 from wire.container import Manifest, Metadata, UrlSource
@@ -456,6 +457,26 @@ def test_piece_arithmetic_edges() -> None:
     assert finer_bits(b"\x40", 2, 4, 6) == b"\x0c"  # coarse piece 1 → fine 4 and 5
     content = data(14, BLOCK_SIZE * 3)  # one piece, no piece layer: checked against the root
     assert piece_matches(content, 0, len(content), 4 * BLOCK_SIZE, [root_of(content)])
+
+
+def test_a_coarse_piece_spans_whole_stored_pieces_and_a_short_last_one() -> None:
+    """The one rule both stores (and the simulator's) cut a coarser piece by: a run of stored
+    pieces from the aligned start, the file's last one short; a wrong size or index is None."""
+    stored, coarse = BLOCK_SIZE, 4 * BLOCK_SIZE
+    length = 9 * BLOCK_SIZE + 100  # stored pieces 0-9, the last of 100 bytes
+    assert stored_spans(length, stored, 1, coarse, coarse) == [
+        (4, 0, stored),
+        (5, stored, stored),
+        (6, 2 * stored, stored),
+        (7, 3 * stored, stored),
+    ]
+    last = length - 2 * coarse  # coarse piece 2: stored 8 and the short 9
+    assert stored_spans(length, stored, 2, last, coarse) == [(8, 0, stored), (9, stored, 100)]
+    assert stored_spans(length, stored, 9, 100, None) == [(9, 0, 100)]
+    assert stored_spans(length, stored, 2, last + 1, coarse) is None  # wrong size
+    assert stored_spans(length, stored, 3, 1, coarse) is None  # beyond the file
+    with pytest.raises(ValueError, match="finer than the stored"):
+        stored_spans(length, coarse, 0, stored, stored)
 
 
 # -- verify -------------------------------------------------------------------------------
