@@ -274,23 +274,11 @@ def command_add(args: argparse.Namespace) -> int:
             except ScanError as exc:
                 raise UserError(str(exc)) from exc
         location = path if path.is_dir() else path.parent
-        urls = {url: None for url in args.url}
         try:
-            record = store.add_container(
-                manifest,
-                layers,
-                location,
-                complete=True,
-                now=time.time(),
-                metadata=metadata,
-                names=urls,
+            record, new = store.share_in_place(
+                manifest, layers, location, now=time.time(), metadata=metadata, urls=args.url
             )
-            status = "added"
-        except AlreadyStored:
-            record = _existing(store, manifest)
-            for url in args.url:
-                store.add_name(record.id, url)
-            status = "already added"
+            status = "added" if new else "already added"
         except StoreError as exc:
             raise UserError(str(exc)) from exc
         info = container_json(store, record)

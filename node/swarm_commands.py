@@ -16,7 +16,7 @@ from node.control import ControlServer
 from node.errors import UserError
 from node.hashing import ScanError, build_container
 from node.network import StreamAddress
-from node.store import AlreadyStored, Store
+from node.store import Store
 from node.swarm.engine import SwarmEngine
 from wire.container import Metadata
 from wire.errors import DecodeError
@@ -94,27 +94,15 @@ def register_swarm_commands(server: ControlServer, engine: SwarmEngine, store: S
         )
         is_folder = await engine.network.run_blocking(path.is_dir)
         location = path if is_folder else path.parent
-        urls = {url: None for url in params.get("urls", [])}
-        try:
-            await engine.network.run_blocking(
-                lambda: store.add_container(
-                    manifest,
-                    layers,
-                    location,
-                    complete=True,
-                    now=time.time(),
-                    metadata=metadata,
-                    names=urls,
-                )
+        urls = list(params.get("urls", []))
+        _, new = await engine.network.run_blocking(
+            lambda: store.share_in_place(
+                manifest, layers, location, now=time.time(), metadata=metadata, urls=urls
             )
-            state = "added"
-        except AlreadyStored:  # as `kinswarm add` without a node: new URLs become names
-            state = "already added"
-            for url in urls:
-                await engine.network.run_blocking(store.add_name, manifest.id, url)
+        )
         await engine.share(manifest.id)
         return {
-            "status": state,
+            "status": "added" if new else "already added",
             "id": manifest.id.hex(),
             "name": manifest.name,
             "files": len(manifest.files),

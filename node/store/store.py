@@ -59,6 +59,7 @@ from node.store.pieces import (
     set_bits,
 )
 from node.store.records import (
+    AlreadyStored,
     ContainerRecord,
     Held,
     NewContainer,
@@ -176,6 +177,38 @@ class Store:
             record = self._index.get(manifest.id)
             assert record is not None
             return record
+
+    def share_in_place(
+        self,
+        manifest: Manifest,
+        piece_layers: Mapping[bytes, Sequence[bytes]],
+        location: Path | str,
+        *,
+        now: float,
+        metadata: Metadata | None = None,
+        urls: Sequence[str] = (),
+    ) -> tuple[ContainerRecord, bool]:
+        """What `kinswarm add` does, with or without a node running: index a container whose
+        files are complete at `location`, named by `urls` besides its id; if the store has it
+        already, the URLs become further names of it. The record, and whether it is new."""
+        try:
+            record = self.add_container(
+                manifest,
+                piece_layers,
+                location,
+                complete=True,
+                now=now,
+                metadata=metadata,
+                names=dict.fromkeys(urls),
+            )
+        except AlreadyStored:
+            existing = self.get(manifest.id)
+            if existing is None:
+                raise StoreError("the store refused the container but does not have it") from None
+            for url in urls:
+                self.add_name(existing.id, url)
+            return existing, False
+        return record, True
 
     def add_containers(
         self, entries: Iterable[NewContainer], *, now: float, check_files: bool = True

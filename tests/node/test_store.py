@@ -237,6 +237,24 @@ def test_container_record_and_metadata(tmp_path: Path, store: Store) -> None:
         store.add_container(manifest, layers, folder, complete=True, now=13)
 
 
+def test_sharing_again_adds_the_new_urls_as_names(tmp_path: Path, store: Store) -> None:
+    """`kinswarm add` of a folder already added (with or without a node): the same record,
+    said to be no new one, and the URLs given this time find it too."""
+    files = {"a": data(3, 20_000)}
+    manifest, layers = build_container("again", files, PIECE)
+    folder = on_disk(tmp_path, "again", files)
+    first, new = store.share_in_place(
+        manifest, layers, folder, now=1, urls=["https://example.org/one.tar"]
+    )
+    assert new and first.id == manifest.id
+    again, new = store.share_in_place(
+        manifest, layers, folder, now=2, urls=["https://example.org/two.tar"]
+    )
+    assert not new and again == first
+    for url in ("https://example.org/one.tar", "https://example.org/two.tar"):
+        assert store.resolve(url) == [manifest.id]
+
+
 def test_adding_in_place_checks_the_files_are_there(tmp_path: Path, store: Store) -> None:
     files = {"a": data(3, 1000)}
     manifest, layers = build_container("missing", files, PIECE)
