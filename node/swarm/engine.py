@@ -628,10 +628,11 @@ class SwarmEngine:
             return
         now = self.network.now()
         rate, round_trip = session.recent_up.rate(now), session.peer.round_trip_seconds or 0.0
+        capacity = self.choker.upload_capacity
+        slot_rate = capacity / self.choker.slots if capacity else 0.0
         start = self.network.random.getrandbits(32)
-        await self._send_haves(
-            session, root, reveal.file.piece_length, reveal.top_up(now, rate, round_trip, start)
-        )
+        shown = reveal.top_up(now, rate, round_trip, start, slot_rate)
+        await self._send_haves(session, root, reveal.file.piece_length, shown)
 
     async def _send_haves(
         self, session: Session, root: bytes, piece_length: int, pieces: list[int]
@@ -1455,7 +1456,7 @@ class SwarmEngine:
     async def _choke_loop(self) -> None:
         while True:
             now = self.network.now()
-            self.choker.seeding = not self.files
+            seeding = self.choker.seeding = not self.files
             if self._capacity is not None:
                 self.choker.upload_capacity = self._capacity.estimate(now)
                 await self._announce_capacity()
@@ -1479,6 +1480,7 @@ class SwarmEngine:
                     idle=session.unchoke_unused(now),
                     pieces_held=session.pieces_held_total,
                     upload_capacity=session.peer_upload_capacity,
+                    progress=session.seed_progress() if seeding else None,
                 )
                 for session in self.sessions.values()
                 if session.wants_from_us or not session.am_choking
@@ -1760,6 +1762,7 @@ class SwarmEngine:
             else round(self.choker.upload_capacity),
             "upload_capacity_measured": self._capacity is not None,
             "unchoke_slots": self.choker.slots,
+            "spreading": self.choker.spreading,
         }
 
 

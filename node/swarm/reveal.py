@@ -19,12 +19,19 @@ link (a LAN, loopback) is not throttled by the round trip of our Have messages, 
 first peer is not shown the whole file (it was, with a window of 64 blocks shared among the
 peers present, which at first is one: a 24-leecher crowd's seed then sent 1.7 copies of the
 file before every piece had gone out once, and 1.1 with two pieces). A piece shown but not
-consumed within `STALE_SECONDS` stops counting against the window (the peer may have it from
-someone else and, believing we have it too, never said so), so a peer never waits on us
-forever; and once the peer has been busy with the file since (so it has the metadata), it
-is shown again: the Have may have been of no use to the peer (it came before the peer had
-the metadata, with no room left to keep it), and a piece never shown again was never asked
-for (500 containers fetched at once stalled for good with 165 incomplete when a change made
+consumed in time stops counting against the window (the peer may have it from someone else
+and, believing we have it too, never said so), so a peer never waits on us forever. In time
+is `STALE_SECONDS`, or `STALE_WINDOW_TIMES` what sending the window takes if that is longer,
+at the rate we upload to the peer or what a slot of ours gets, whichever is more (the first
+is not measured yet when the peer is new): a seed that spreads its slots (`node.choker`)
+gives each peer 16 KiB/s, two seconds for a window of two 16 KiB pieces. With a flat second
+such windows went stale while their requests waited their turn, more pieces were shown, and
+the shows went round the file and on to other peers before the uploads had: a 100-leecher
+crowd's seed sent 1.33-1.45 copies before the crowd held one (1.00-1.06 now). And once the
+peer has been busy with the file since (so it has the metadata), a stale piece is shown
+again: the Have may have been of no use to the peer (it came before the peer had the
+metadata, with no room left to keep it), and a piece never shown again was never asked for
+(500 containers fetched at once stalled for good with 165 incomplete when a change made
 seeds show more pieces before the metadata arrived; shown again whatever the peer did,
 10,000 containers cost 37 more Haves each and 7 % more time).
 
@@ -45,6 +52,8 @@ STALE_SECONDS: Final = 1.0
 that lack the piece), so its window holds such a piece until this passes. With two seeds
 showing a leecher different pieces, each window filled with pieces fetched from the other:
 at 5 s a 300 KB file took 8-14 s instead of 1 s."""
+STALE_WINDOW_TIMES: Final = 2
+"""A shown piece stays live at least this many times what its window takes to send."""
 RATE_WINDOW_SECONDS: Final = 0.25
 """At swarm rates (~100 KB/s per unchoked peer) this is a piece or two; at 100 MB/s it is
 hundreds, so a lone fast peer is never waiting on a Have."""
@@ -87,12 +96,23 @@ class RevealedFile:
 class PeerReveal:
     """What one peer was shown of one file, and what it has."""
 
-    __slots__ = ("activity", "file", "has", "has_count", "pending", "served", "shown_activity")
+    __slots__ = (
+        "activity",
+        "file",
+        "has",
+        "has_count",
+        "pending",
+        "served",
+        "shown_activity",
+        "stale_after",
+    )
 
     def __init__(self, file: RevealedFile) -> None:
         self.file = file
         self.pending: dict[int, float] = {}
         """Pieces shown and not yet consumed → when they were shown."""
+        self.stale_after = STALE_SECONDS
+        """Seconds a shown piece counts against the window (set by each `top_up`)."""
         self.has = bytearray(file.piece_count)
         self.has_count = 0
         self.served: dict[int, int] = {}
@@ -147,9 +167,12 @@ class PeerReveal:
         upload_rate: float = 0.0,
         round_trip: float = 0.0,
         from_piece: int | None = None,
+        slot_rate: float = 0.0,
     ) -> list[int]:
         """Pieces to show now (the engine sends a Have for each). `upload_rate` is what we
-        send this peer, in bytes per second; `round_trip` the link's, in seconds.
+        send this peer, in bytes per second; `round_trip` the link's, in seconds;
+        `slot_rate` what an unchoke slot of ours gets (0: unknown), for how long a window
+        stays live while `upload_rate` is not measured yet.
         `from_piece`, if given, is where the search among equals begins (modulo the piece
         count; the engine draws it at random each time). Two seeds of a file that each go
         on from where they stopped walk through it in step and show a peer the same pieces;
@@ -160,9 +183,15 @@ class PeerReveal:
         file = self.file
         if from_piece is not None and file.piece_count:
             file.cursor = from_piece % file.piece_count
-        live = sum(1 for shown in self.pending.values() if shown + STALE_SECONDS > now)
         by_rate = int(upload_rate * (RATE_WINDOW_SECONDS + round_trip)) // file.piece_length
-        need = max(MIN_WINDOW_PIECES, by_rate) - live
+        window = max(MIN_WINDOW_PIECES, by_rate)
+        self.stale_after = STALE_SECONDS
+        sending_rate = max(upload_rate, slot_rate)
+        if sending_rate > 0:
+            sending = window * file.piece_length / sending_rate
+            self.stale_after = max(STALE_SECONDS, STALE_WINDOW_TIMES * sending)
+        live = sum(1 for shown in self.pending.values() if shown + self.stale_after > now)
+        need = window - live
         if need <= 0 or self.done:
             return []
         # The lowest (uploads, shows) first, nearest after the cursor among equals: level by
@@ -203,5 +232,5 @@ class PeerReveal:
         piece nor said it has it. (A Have that comes before the peer has the metadata, with
         no room left to keep it, is dropped.) Shown again, it may be asked for; a peer still
         without the metadata is not shown it again and again."""
-        stale = self.pending[piece] + STALE_SECONDS <= now
+        stale = self.pending[piece] + self.stale_after <= now
         return stale and self.shown_activity.get(piece, 0) < self.activity

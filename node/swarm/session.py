@@ -151,6 +151,15 @@ class Session:
         self.early_pieces -= sum(len(m.pieces) for m in kept if isinstance(m, Have))
         return kept
 
+    def seed_progress(self) -> float | None:
+        """The share of the files we seed it a window at a time that the peer holds (None
+        if none): whether a seed spreads its slots (`node.choker`). O(files revealed)."""
+        total = held = 0
+        for reveal in self.reveals.values():
+            total += reveal.file.piece_count
+            held += reveal.has_count
+        return held / total if total else None
+
     def unchoke_unused(self, now: float) -> bool:
         """Unchoked for IDLE_UNCHOKE_SECONDS or more, with nothing asked of us in that time."""
         if self.am_choking or self.uploads:

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from node.choker import (
     DEFAULT_PER_SLOT_RATE,
+    DEFAULT_SPREAD_PER_SLOT_RATE,
     MAX_SLOTS,
     NEED_CAPACITY_EXPONENT,
     ChokeDecision,
@@ -361,6 +362,38 @@ def test_seeding_prefers_fast_peers_within_their_turn() -> None:
     again = choker.update(peers, 10.0, rng).regular
     assert set(again) == set(first.regular)  # nobody's turn is over yet
     assert list(again) == sorted(first.regular, reverse=True)  # fastest upload first
+
+
+def with_progress(peers: list[PeerRecord], *shares: float | None) -> list[PeerRecord]:
+    return [attrs.evolve(r, progress=p) for r, p in zip(peers, shares, strict=True)]
+
+
+def test_a_seed_spreads_over_more_slots_while_most_peers_are_early_on() -> None:
+    capacity = 475_000  # a 500 KB/s uplink paced at 95 %
+    early, base = capacity // DEFAULT_SPREAD_PER_SLOT_RATE, capacity // DEFAULT_PER_SLOT_RATE
+    assert (early, base) == (28, 7)
+    rng = random.Random(3)
+    peers = with_progress(swarm(" ".join(["1i"] * 40)), *([0.1] * 21 + [0.9] * 19))
+    seed = Choker(upload_capacity=capacity, seeding=True)
+    first = seed.update(peers, 0.0, rng)
+    assert seed.spreading and len(first.regular) == early
+    # Past the median, the slots are the usual ones again at the next rechoke.
+    later = with_progress(apply(peers, first, 0.0), *([0.1] * 19 + [0.9] * 21))
+    decision = seed.update(later, seed.rechoke_interval_s, rng)
+    assert not seed.spreading and len(decision.regular) == base
+    assert len(decision.choke) == early - base
+    # A leecher never spreads, and neither does a seed that knows no peer's progress.
+    leecher = Choker(upload_capacity=capacity)
+    assert len(leecher.update(peers, 0.0, rng).regular) == base
+    unknown = Choker(upload_capacity=capacity, seeding=True)
+    assert len(unknown.update(swarm(" ".join(["1i"] * 40)), 0.0, rng).regular) == base
+
+
+def test_only_interested_peers_count_for_spreading() -> None:
+    peers = with_progress(swarm("1i 1i 1i 1- 1- 1- 1-"), 0.9, 0.9, 0.1, 0.0, 0.0, 0.0, 0.0)
+    seed = Choker(upload_capacity=475_000, seeding=True)
+    seed.update(peers, 0.0, random.Random(0))
+    assert not seed.spreading
 
 
 def test_decisions_are_deterministic_for_a_seed() -> None:

@@ -13,8 +13,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from node.cli import build_parser, node_config
+from node.cli_node import print_swarm
 
 KINSWARM = [sys.executable, "-m", "node.cli"]
 
@@ -211,3 +213,15 @@ def test_max_peers_defaults_to_two_hundred_and_refuses_nonsense() -> None:
 def test_the_node_config_takes_max_peers(tmp_path: Path) -> None:
     args = build_parser().parse_args(["run", "--max-peers", "42", "--no-dht"])
     assert node_config(args, tmp_path).max_peers == 42
+
+
+def test_status_says_when_a_seed_spreads_its_slots() -> None:
+    def shown(swarm: dict[str, object]) -> str:
+        console = Console(record=True, width=120)
+        print_swarm(console, swarm)
+        return console.export_text()
+
+    base = {"held_containers": 1, "upload_capacity": 475_000, "unchoke_slots": 7}
+    assert "7 unchoke slots\n" in shown({**base, "spreading": False})
+    spreading = shown({**base, "unchoke_slots": 28, "spreading": True})
+    assert "28 unchoke slots (spreading: peers are early on)" in spreading

@@ -9,6 +9,7 @@ from node.swarm.reveal import (
     MIN_WINDOW_PIECES,
     RATE_WINDOW_SECONDS,
     STALE_SECONDS,
+    STALE_WINDOW_TIMES,
     PeerReveal,
     RevealedFile,
 )
@@ -76,6 +77,26 @@ def test_a_stale_window_is_topped_up_so_a_peer_never_waits_forever() -> None:
     assert reveal.top_up(now=STALE_SECONDS - 0.1) == []
     later = reveal.top_up(now=STALE_SECONDS + 0.1)
     assert len(later) == len(first) and not set(later) & set(first)
+
+
+def test_a_window_sent_slowly_stays_live_for_twice_its_sending_time() -> None:
+    """A seed spreading its slots sends each peer 16 KiB/s: a window of two 64 KiB pieces
+    takes 8 s to go out, and its requests wait their turn meanwhile. Shown anew after a flat
+    second, its pieces would go round to other peers before this one had them."""
+    _, (slow,) = seeded(50, 1)
+    rate = 16 * 1024
+    first = slow.top_up(now=0.0, upload_rate=rate)
+    live_for = STALE_WINDOW_TIMES * len(first) * PIECE / rate
+    assert live_for == 16.0
+    assert slow.top_up(now=live_for - 0.1, upload_rate=rate) == []
+    assert len(slow.top_up(now=live_for + 0.1, upload_rate=rate)) == len(first)
+    _, (new,) = seeded(50, 1)  # nothing sent yet: what a slot of ours gets says the same
+    new.top_up(now=0.0, slot_rate=rate)
+    assert new.top_up(now=live_for - 0.1, slot_rate=rate) == []
+    assert new.top_up(now=live_for + 0.1, slot_rate=rate) != []
+    _, (fast,) = seeded(50, 1)  # sent in well under a second: stale after STALE_SECONDS
+    fast.top_up(now=0.0, upload_rate=1e6, slot_rate=rate)
+    assert fast.top_up(now=STALE_SECONDS + 0.1, upload_rate=1e6, slot_rate=rate) != []
 
 
 def test_a_fast_peer_is_shown_what_it_takes_in_a_fraction_of_a_second() -> None:

@@ -1,11 +1,13 @@
 """Per-connection state: when an unchoke counts as unused (the choker's idle slots), what a
-peer holds, and availability kept while we fetch a container's metadata."""
+peer holds (and of what we seed it), and availability kept while we fetch a container's
+metadata."""
 
 from __future__ import annotations
 
 from typing import cast
 
 from node.peer import PeerConnection
+from node.swarm.reveal import PeerReveal, RevealedFile
 from node.swarm.session import (
     ALL_PIECES,
     EARLY_PIECES,
@@ -64,6 +66,17 @@ def test_what_a_peer_holds_is_counted_per_file_and_in_total() -> None:
     assert session.pieces_held_total == 4 + ALL_PIECES
     session.peer_holds(b"b", 0)  # HaveNone
     assert session.pieces_held_total == 4
+
+
+def test_seed_progress_is_the_share_held_of_every_file_we_seed_the_peer() -> None:
+    session = unchoked_at(0.0)
+    assert session.seed_progress() is None  # we seed it nothing
+    small, large = RevealedFile(16384, 4 * 16384), RevealedFile(16384, 12 * 16384)
+    session.reveals[b"s"], session.reveals[b"l"] = PeerReveal(small), PeerReveal(large)
+    assert session.seed_progress() == 0.0
+    session.reveals[b"s"].peer_bitfield(bytes([0b1111_0000]))  # all 4 of the small file
+    session.reveals[b"l"].peer_has(0)
+    assert session.seed_progress() == 5 / 16
 
 
 def test_haves_before_the_metadata_are_kept_in_order_until_taken() -> None:

@@ -412,6 +412,11 @@ async def test_an_upload_limit_holds_the_seed_to_its_rate(tmp_path: Path) -> Non
             await download.done.wait()
         # 3 MB at 2 MB/s after a 100 KB burst: 1.45 s at least (a slow machine only adds).
         assert trio.current_time() - started >= 1.4
+        with trio.fail_after(10):  # a seed spreads (more slots) until the leech is done
+            while True:
+                if not pair.seeder.choker.spreading:
+                    break
+                await trio.sleep(0.01)
         status = pair.seeder.status()  # the limit is taken as the capacity, not measured
         assert status["upload_capacity"] == 2_000_000 and not status["upload_capacity_measured"]
         assert status["unchoke_slots"] == 2_000_000 // (64 * 1024)
