@@ -64,29 +64,29 @@ are *unchoked* at a time. The rules are BitTorrent's, as refined by mainline and
   to fastest (they use the bandwidth best) — but a peer that has held a slot for
   `seed_rotation_s` yields it to the peer that has waited longest, so every interested peer is
   served in turn and pieces spread through the swarm rather than to one fast peer.
-* **Spreading** (seeding to peers that are early on): while the median interested peer holds
-  less than `SPREAD_PROGRESS` (half) of what we seed to it, each slot gets
-  `spread_per_slot_rate` (16 KiB/s), not 64: four times the slots. Then we are the source
-  of most of what the peers lack, a crowd's only one at its start, and each piece we send is
-  one the receiver must pass on. Seven 500 KB/s slots give each receiver four pieces a second,
-  more than a 125 KB/s uplink can pass on even once; 29 slots give each one, and the relaying
-  is shared by four times the peers. 100 leechers, seeds 4-8: 1.216 / 1.210 / 1.205 / 1.213 /
-  1.200 of the bound (mean 1.209) against 1.232 / 1.222 / 1.232 / 1.247 / 1.215 (1.230), the
-  median leecher 0.24-0.54 s sooner at a quarter of the file; the seed sent 1.00-1.06 copies
-  before the crowd held one (`node.swarm.reveal` keeps a slow window live longer). 1,000
-  leechers, seeds 1 / 2: 1.261 / 1.263 against 1.281 / 1.317, a quarter 0.29 / 0.58 s sooner,
-  the seed's first copy 1.00 copies in both. Before
-  that last change, 8 KiB/s per slot gave 1.211 and 32 KiB/s 1.216; 16 KiB/s for every seed,
-  also the leechers that finish and seed the last pieces to peers past half, gave 1.236 (the
-  median leecher's last tenth took 0.1-0.5 s longer: the laggards each got a thinner share);
-  and for leechers, wider slots until they held a quarter were worse (1.268 with 16 KiB/s,
-  1.256 with 32).
+* **Spreading** (seeding to peers that are early on): while the median interested peer holds less
+  than `SPREAD_PROGRESS` (half) of what we seed to it, each slot gets `spread_per_slot_rate` (16
+  KiB/s), not 64: four times the slots. Then we are the source of most of what the peers lack, a
+  crowd's only one at its start, and each piece we send is one the receiver must pass on. A 500
+  KB/s seed's seven slots give each receiver four pieces a second, which a 125 KB/s uplink (about
+  seven pieces a second) cannot pass on even twice; its 29 spreading slots give each one, and the
+  relaying is shared by four times the peers. 100 leechers, seeds 4-8: 1.216 / 1.210 / 1.205 /
+  1.213 / 1.200 of the bound (mean 1.209) against 1.232 / 1.222 / 1.232 / 1.247 / 1.215 (1.230),
+  the median leecher 0.24-0.54 s sooner at a quarter of the file; the seed sent 1.00-1.06 copies
+  before the crowd held one (`node.swarm.reveal` keeps a slow window live longer). 1,000 leechers,
+  seeds 1 / 2: 1.261 / 1.263 against 1.281 / 1.317, a quarter 0.29 / 0.58 s sooner, the seed's
+  first copy 1.00 copies in both. Before that last change, 8 KiB/s per slot gave 1.211 and 32
+  KiB/s 1.216; 16 KiB/s for every seed, also the leechers that finish and seed the last pieces to
+  peers past half, gave 1.236 (the median leecher's last tenth took 0.1-0.5 s longer: the laggards
+  each got a thinner share); and for leechers, wider slots until they held a quarter were worse
+  (1.268 with 16 KiB/s, 1.256 with 32).
 
 A decision covers a whole connection (every container it carries): reciprocation is between
 peers, not per file.
 
 **Slots.** With our upload capacity known, `slots = clamp(1, upload_capacity // per_slot_rate,
-50)`, so that each unchoked peer gets about `per_slot_rate` (64 KiB/s: a 64 KiB piece a second).
+50)`, so that each unchoked peer gets about `per_slot_rate` (64 KiB/s: a 64 KiB piece a second;
+`spread_per_slot_rate` while spreading, above).
 Fewer, faster slots move each piece on sooner, and a piece is only worth something to the swarm
 once it is whole: in the flash-crowd simulation, 64 KiB/s per slot instead of BitTorrent's
 fixed four (256 KiB/s each) cut the 30-leecher completion time by 14 % (mean of three seeds).

@@ -73,7 +73,7 @@ def print_swarm(console: Console, swarm: dict[str, Any]) -> None:
         capacity = swarm.get("upload_capacity")
         how = "measured" if swarm.get("upload_capacity_measured") else "as set"
         uplink = f"uplink {format_bytes(capacity)}/s ({how})" if capacity else "uplink unknown"
-        # A seed whose peers are early on spreads its pieces over four times the slots.
+        # A seed whose peers are early on spreads its pieces over more slots (node.choker).
         spreading = " (spreading: peers are early on)" if swarm.get("spreading") else ""
         console.print(f"{uplink}, {slots} unchoke slots{spreading}", highlight=False)
     downloads = swarm.get("downloads") or []
