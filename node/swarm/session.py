@@ -76,9 +76,8 @@ class Session:
     pieces_held_total: int = 0
     """What the choker reads: over every root, what the peer told us or, if more, what we
     gave it whole `GIVEN_GRACE_SECONDS` ago or longer (`count_given`)."""
-    given: dict[bytes, bytearray] = attrs.Factory(dict)
-    """Root → a bitmap of the pieces we sent the peer whole (in its piece length; bit p of
-    byte p // 8, grown as needed: a bit per piece, not a set entry, for large files)."""
+    given: dict[bytes, set[int]] = attrs.Factory(dict)
+    """Root → pieces we sent the peer whole (in its piece length), each counted once."""
     given_pending: deque[tuple[float, bytes]] = attrs.Factory(deque)
     """(when, root) for each piece in `given` not counted yet, oldest first."""
     given_counted: dict[bytes, int] = attrs.Factory(dict)
@@ -230,12 +229,9 @@ class Session:
     def gave_piece(self, root: bytes, piece: int, now: float) -> None:
         """We sent the peer the whole of `piece` of `root`: from `GIVEN_GRACE_SECONDS` on,
         its count for the choker is at least the pieces so given (`count_given`)."""
-        bits = self.given.setdefault(root, bytearray())
-        byte, bit = divmod(piece, 8)
-        if byte >= len(bits):
-            bits.extend(bytes(byte + 1 - len(bits)))
-        if not bits[byte] >> bit & 1:
-            bits[byte] |= 1 << bit
+        pieces = self.given.setdefault(root, set())
+        if piece not in pieces:
+            pieces.add(piece)
             self.given_pending.append((now, root))
 
     def count_given(self, now: float) -> int:
