@@ -30,11 +30,8 @@ are *unchoked* at a time. The rules are BitTorrent's, as refined by mainline and
   1.289 / 1.262 / 1.268 / 1.275 / 1.221 (mean 1.263) against 1.273 / 1.307 / 1.274 / 1.304 /
   1.233 (1.278); 1,000 leechers, seed 1: 1.319 against 1.341. It changes only the nodes
   with 5 slots or more (7 of a 500 KB/s uplink: 6 by need instead of 5).
-  The cost: a peer that under-reports what it holds draws need slots. Not for long from us:
-  what we sent it whole counts as held by it `GIVEN_GRACE_SECONDS` (5 s) later, whatever it
-  says (`node.swarm.session.Session.gave_piece`; an honest peer tells us within a second, so
-  its count is unchanged: the same trace digest at 30 and 100 leechers). It can still draw
-  slots from peers that have not fed it yet, and the slots by rate still reward giving.
+  The cost: a peer that under-reports what it holds draws need slots; kinswarm's swarms are
+  federations of people who know each other, and the slots by rate still reward giving.
 * **Behind, weighed by capacity**: the need ranking is not the bare count but the count plus
   one times the fourth root of the upload capacity the peer told us (`wire.swarm.Capacity`;
   a peer that did not say counts as the median of those that did, and a claim is held within

@@ -1348,8 +1348,6 @@ class SwarmEngine:
             session.bytes_up += size
             session.uploaded.add(size, now)
             session.recent_up.add(size, now)
-            if request.count == 1 << request.proof_height:  # its whole piece (an aligned run)
-                session.gave_piece(request.root, request.block_index >> request.proof_height, now)
             reveal = session.reveals.get(request.root)
             if reveal is not None and reveal.run_served(request.block_index, request.count):
                 await self._reveal_more(session, request.root)
@@ -1480,7 +1478,7 @@ class SwarmEngine:
                     last_unchoked=session.last_unchoked,
                     connected_at=session.connected_at,
                     idle=session.unchoke_unused(now),
-                    pieces_held=session.count_given(now),
+                    pieces_held=session.pieces_held_total,
                     upload_capacity=session.peer_upload_capacity,
                     progress=session.seed_progress() if seeding else None,
                 )

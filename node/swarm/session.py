@@ -33,12 +33,6 @@ IDLE_UNCHOKE_SECONDS: Final = 2.0
 (`node.choker`, idle slots)."""
 ALL_PIECES: Final = 1 << 32
 """What a HaveAll counts as in `Session.pieces_held` (more than any file has)."""
-GIVEN_GRACE_SECONDS: Final = 5.0
-"""A piece we sent a peer whole counts as held by it this long after it went, whatever the
-peer told us (`Session.gave_piece`). An honest peer verifies it and tells us within about a
-second (its Haves to a peer it chokes wait at most `HAVE_BATCH_CHOKED_SECONDS`), so for it
-the floor never rises above what it told; a peer that under-reports what it holds, to draw
-our need slots (`node.choker`), cannot hide what it got from us for longer."""
 EARLY_ROOTS: Final = 64
 """Files whose availability a peer may tell us before we have their metadata (kept)."""
 EARLY_PIECES: Final = 1 << 16
@@ -74,14 +68,6 @@ class Session:
     """Root → pieces the peer told us it holds (Bitfield, Have; HaveAll counts as
     `ALL_PIECES`): how far along it is, for the choker."""
     pieces_held_total: int = 0
-    """What the choker reads: over every root, what the peer told us or, if more, what we
-    gave it whole `GIVEN_GRACE_SECONDS` ago or longer (`count_given`)."""
-    given: dict[bytes, set[int]] = attrs.Factory(dict)
-    """Root → pieces we sent the peer whole (in its piece length), each counted once."""
-    given_pending: deque[tuple[float, bytes]] = attrs.Factory(deque)
-    """(when, root) for each piece in `given` not counted yet, oldest first."""
-    given_counted: dict[bytes, int] = attrs.Factory(dict)
-    """Root → pieces of `given` whose grace is over."""
     peer_upload_capacity: float | None = None
     """Bytes/s the peer says its uplink carries (`Capacity`; None until it says one)."""
     roots_seen: set[bytes] = attrs.Factory(set)
@@ -221,29 +207,7 @@ class Session:
 
     def peer_holds(self, root: bytes, pieces: int, *, added: bool = False) -> None:
         """The peer holds `pieces` of `root` (or `pieces` more, if `added`)."""
-        told = self.pieces_held.get(root, 0)
-        before = self._held_floor(root)
-        self.pieces_held[root] = min(ALL_PIECES, told + pieces if added else pieces)
-        self.pieces_held_total += self._held_floor(root) - before
-
-    def gave_piece(self, root: bytes, piece: int, now: float) -> None:
-        """We sent the peer the whole of `piece` of `root`: from `GIVEN_GRACE_SECONDS` on,
-        its count for the choker is at least the pieces so given (`count_given`)."""
-        pieces = self.given.setdefault(root, set())
-        if piece not in pieces:
-            pieces.add(piece)
-            self.given_pending.append((now, root))
-
-    def count_given(self, now: float) -> int:
-        """Count the pieces given whose grace is over; `pieces_held_total` after that.
-        O(1) amortised: each given piece is counted once."""
-        pending = self.given_pending
-        while pending and pending[0][0] + GIVEN_GRACE_SECONDS <= now:
-            _, root = pending.popleft()
-            before = self._held_floor(root)
-            self.given_counted[root] = self.given_counted.get(root, 0) + 1
-            self.pieces_held_total += self._held_floor(root) - before
-        return self.pieces_held_total
-
-    def _held_floor(self, root: bytes) -> int:
-        return max(self.pieces_held.get(root, 0), self.given_counted.get(root, 0))
+        before = self.pieces_held.get(root, 0)
+        after = min(ALL_PIECES, before + pieces if added else pieces)
+        self.pieces_held[root] = after
+        self.pieces_held_total += after - before

@@ -12,7 +12,6 @@ from node.swarm.session import (
     ALL_PIECES,
     EARLY_PIECES,
     EARLY_ROOTS,
-    GIVEN_GRACE_SECONDS,
     IDLE_UNCHOKE_SECONDS,
     Session,
 )
@@ -67,24 +66,6 @@ def test_what_a_peer_holds_is_counted_per_file_and_in_total() -> None:
     assert session.pieces_held_total == 4 + ALL_PIECES
     session.peer_holds(b"b", 0)  # HaveNone
     assert session.pieces_held_total == 4
-
-
-def test_what_we_gave_a_peer_whole_floors_its_count_once_the_grace_is_over() -> None:
-    """A peer that says it holds little draws need slots (`node.choker`); what we sent it
-    whole counts as held after GIVEN_GRACE_SECONDS whatever it says, each piece once."""
-    session = unchoked_at(0.0)
-    for piece in (0, 1, 1, 2):  # piece 1 twice (an endgame duplicate): counted once
-        session.gave_piece(b"a", piece, 10.0)
-    session.gave_piece(b"a", 3, 12.0)
-    assert session.count_given(10.0 + GIVEN_GRACE_SECONDS - 0.01) == 0  # it may not have said
-    assert session.count_given(10.0 + GIVEN_GRACE_SECONDS) == 3
-    session.peer_holds(b"a", 7)  # it says more than we gave: what it says counts
-    assert session.count_given(12.0 + GIVEN_GRACE_SECONDS) == 7
-    session.peer_holds(b"a", 0)  # it says less: what we gave counts
-    assert session.pieces_held_total == 4
-    session.peer_holds(b"b", 5)
-    assert session.count_given(100.0) == 9
-    assert session.pieces_held == {b"a": 0, b"b": 5}  # what it said is kept as said
 
 
 def test_seed_progress_is_the_share_held_of_every_file_we_seed_the_peer() -> None:

@@ -15,7 +15,7 @@ from node.node import Node
 from node.peer import PeerConnection
 from node.realnet import TrioNetwork
 from node.swarm.engine import SwarmEngine
-from node.swarm.session import GIVEN_GRACE_SECONDS, Session
+from node.swarm.session import Session
 from wire.merkle import BLOCK_SIZE
 from wire.swarm import (
     EXTENSION_NAME,
@@ -54,29 +54,6 @@ async def test_a_container_is_fetched_by_id_alone(tmp_path: Path) -> None:
         for name, data in contents.items():
             assert (record.location / name).read_bytes() == data
         assert download.held_bytes == download.total_bytes == sum(map(len, contents.values()))
-
-
-async def test_a_seed_records_each_piece_it_sent_whole_and_counts_it_after_the_grace(
-    tmp_path: Path,
-) -> None:
-    """The floor under what a peer says it holds (`Session.gave_piece`): every piece the
-    seed uploaded is recorded once, in the leech's piece length, and once the grace is over
-    counts for the choker even when the leech says it holds nothing."""
-    source = tmp_path / "data"
-    make_folder(source, {"big.bin": 3_000_000})
-    async with seed_and_leech(tmp_path, source, network_seed=5) as pair:
-        with trio.fail_after(30):
-            download = await pair.engine.get(pair.container_id, peers=[tcp_address(pair.seed)])
-            await download.done.wait()
-        assert download.state == "complete", download.error
-        (entry,) = pair.store.manifest(pair.container_id).files
-        assert entry.root is not None
-        pieces = -(-entry.length // pair.store.manifest(pair.container_id).piece_length)
-        assert pieces > 1
-        session = pair.seeder.sessions[pair.leech.node_id]
-        assert session.given == {entry.root: set(range(pieces))}
-        session.peer_holds(entry.root, 0)  # as if it said HaveNone
-        assert session.count_given(pair.seed.network.now() + GIVEN_GRACE_SECONDS) == pieces
 
 
 class Corrupting(SwarmEngine):
