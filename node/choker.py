@@ -32,6 +32,11 @@ are *unchoked* at a time. The rules are BitTorrent's, as refined by mainline and
   with 5 slots or more (7 of a 500 KB/s uplink: 6 by need instead of 5).
   The cost: a peer that under-reports what it holds draws need slots; kinswarm's swarms are
   federations of people who know each other, and the slots by rate still reward giving.
+  Measured (`kinswarm sim flash-crowd-liars`: three of 100 leechers say nothing of what they
+  hold until done): the three finish first, 2.6 s before the honest median (13.0-13.2 s
+  against 15.7 s, seed 4), and the crowd's last finish is 1.236 of the bound against 1.216.
+  A floor under each count of what we sent the peer whole did not change that at all: each
+  uploader gave a liar only its own small share of what the liar held.
 * **Behind, weighed by capacity**: the need ranking is not the bare count but the count plus
   one times the fourth root of the upload capacity the peer told us (`wire.swarm.Capacity`;
   a peer that did not say counts as the median of those that did, and a claim is held within

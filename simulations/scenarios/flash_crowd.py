@@ -28,6 +28,8 @@ utilisation; blocks rejected; connections per node; where the time goes before d
 held (`held_p50_s`), and from those `time_budget_s`: how far the median leecher fell behind
 the fluid schedule up to a quarter held, from there to nine tenths and on to done, and the
 last finisher's lag behind the median, which add up to last - T_min; message counts by type.
+With liars (`flash-crowd-liars`): when each finished and how much sooner than the honest
+median (`liar_lead_s`).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ import trio
 from node.hashing import choose_piece_length
 from node.node import DEFAULT_MAX_PEERS
 from node.swarm.engine import Download
+from simulations.adversaries import HIDDEN_TYPES, HidingEngine
 from simulations.determinism import derive_seed
 from simulations.harness import ScenarioParams, ScenarioSpec, Simulation, percentile, register
 from simulations.latency import LatencyModel
@@ -80,6 +83,10 @@ class FlashCrowd:
     `kinswarm import FILE.torrent` (a v2 torrent carries the layers): the download begins
     with its transfer, not with fetching the metadata from the crowd (by id, as from a
     magnet link: the default)."""
+    liars: int = 0
+    """This many leechers (the first drawn) never say what they hold while they download
+    (`simulations.adversaries.HidingEngine`): what under-reporting buys against the need
+    slots, in `liar_lead_s`."""
 
     def world(self, seed: int) -> WorldConfig:
         return WorldConfig(seed=seed, latency=self.latency)
@@ -242,6 +249,10 @@ async def run(simulation: Simulation, params: ScenarioParams, config: FlashCrowd
     swarm.store(seed_host.index).add_container(
         manifest, layers, Path("/virtual/seed") / manifest.name, complete=True, now=0.0
     )
+    liars = hosts[: config.liars]
+    for host in liars:
+        swarm.engine_classes[host.index] = HidingEngine
+    swarm.tap.keep_first = bool(liars)  # when each liar first told anyone what it holds
     factory = swarm.factory()
     seed_node = await simulation.start(seed_host, factory)
     first_copy = swarm.tap.first_copy = FirstCopy(seed_node.node_id, block_count(F))
@@ -361,12 +372,45 @@ async def run(simulation: Simulation, params: ScenarioParams, config: FlashCrowd
             for upload in sorted(set(uploads))
         },
         "slowest": timeline.slowest(3, swarm.upload),
+        **liar_metrics(liars, timeline, swarm, started),
         "upload_timeline_step_s": config.timeline_step,
         "upload_timeline": sampler.shares,
         "messages_received": swarm.tap.summary(),
         "world_events_delivered": world.delivered_events,
     }
 
+
+def liar_metrics(
+    liars: list[Any], timeline: Timeline, swarm: SwarmNodes, started: float
+) -> dict[str, Any]:
+    """With liars in the crowd: when each finished, how much sooner than the honest leechers
+    (median against median, positive when lying pays), and how many times a liar told a
+    peer what it holds before it had finished (0 if the adversary works as meant)."""
+    if not liars:
+        return {}
+    liar_indices = {host.index for host in liars}
+    honest = [at for index, at in timeline.done.items() if index not in liar_indices]
+    lying = [timeline.done[index] for index in sorted(liar_indices) if index in timeline.done]
+    liar_ids = {swarm.engines[index].node.node_id: index for index in liar_indices}
+    told_early = sum(
+        1
+        for (_, sender, name), at in swarm.tap.first_at.items()
+        if name in HIDDEN_NAMES
+        and sender in liar_ids
+        and at - started < timeline.done.get(liar_ids[sender], math.inf)
+    )
+    honest_p50, lying_p50 = percentile(honest, 0.5), percentile(lying, 0.5)
+    return {
+        "liars": len(liars),
+        "liars_done_s": [round(at, 3) for at in lying],
+        "liar_lead_s": rounded(
+            None if honest_p50 is None or lying_p50 is None else honest_p50 - lying_p50
+        ),
+        "liar_told_before_done": told_early,
+    }
+
+
+HIDDEN_NAMES: Final = frozenset(cls.__name__ for cls in HIDDEN_TYPES)
 
 DESCRIPTION = describe(__doc__)
 
@@ -375,5 +419,8 @@ register(FlashCrowd(piece_length=64 * 1024).spec("flash-crowd-64k"))
 """The same with 64 KiB pieces: a quarter of the Have messages, which makes 1,000 leechers
 affordable in wall time."""
 register(FlashCrowd(metadata_imported=True).spec("flash-crowd-imported"))
+register(FlashCrowd(liars=3).spec("flash-crowd-liars"))
+"""The same with three leechers that never say what they hold while they download: how much
+sooner under-reporting gets them their file (`liar_lead_s`)."""
 """The same with the metadata in every leecher's store from the start (`metadata_imported`):
 what fetching it from the crowd costs, by difference."""

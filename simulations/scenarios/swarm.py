@@ -170,6 +170,9 @@ class SwarmNodes:
     upload_limit_share: float | None = None
     """Each node paces its Block data to this share of its upload capacity, as a user's
     upload limit would (None: no limit)."""
+    engine_classes: dict[int, type[SwarmEngine]] = attrs.Factory(dict)
+    """Host index → the engine class it runs, for adversaries (`simulations.adversaries`);
+    a SwarmEngine where none is given."""
 
     def _limit(self, index: int) -> float | None:
         capacity = self.upload.get(index)
@@ -195,7 +198,7 @@ class SwarmNodes:
                 ),
             )
             self.ledger.watch(index, node, lambda: self.engines.get(index))
-            engine = SwarmEngine(
+            engine = self.engine_classes.get(index, SwarmEngine)(
                 node,
                 self.store(index),
                 download_dir=Path("/virtual") / f"host-{index:05d}" / "downloads",

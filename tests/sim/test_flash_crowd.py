@@ -26,6 +26,7 @@ SMALL = register(FlashCrowd(file_bytes=1024 * 1024).spec("flash-crowd-small"))
 SMALL_IMPORTED = register(
     FlashCrowd(file_bytes=1024 * 1024, metadata_imported=True).spec("flash-crowd-small-imported")
 )
+SMALL_LIARS = register(FlashCrowd(file_bytes=1024 * 1024, liars=2).spec("flash-crowd-small-liars"))
 
 
 def test_kumar_ross_bound_takes_the_tightest_term() -> None:
@@ -116,3 +117,16 @@ def test_a_crowd_stopped_mid_transfer_shuts_down_without_errors(caplog: Any) -> 
     assert sum(metrics["upload_timeline"]) > 0, "nothing moved: not stopped mid-transfer"
     assert metrics["completed"] < leechers, "all done: not stopped mid-transfer"
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+def test_liars_hide_what_they_hold_until_done_and_the_crowd_reports_their_lead() -> None:
+    """The adversary of `flash-crowd-liars` (`simulations.adversaries.HidingEngine`) works as
+    meant: no peer hears a Have or a Bitfield from a liar before it has its file, the swarm
+    still serves it, and the scenario says how much sooner than the honest the liars were."""
+    metrics = run_scenario(SMALL_LIARS.name, nodes=16, seed=3).metrics
+    assert metrics["completed"] == 16
+    assert metrics["liars"] == 2 and len(metrics["liars_done_s"]) == 2
+    assert metrics["liar_told_before_done"] == 0
+    assert isinstance(metrics["liar_lead_s"], float)
+    plain = run_scenario(SMALL.name, nodes=16, seed=3).metrics
+    assert "liars" not in plain
