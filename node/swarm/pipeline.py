@@ -7,7 +7,8 @@ as the blocks in front of it take at that peer's rate, while a faster peer could
 it.
 
 That matters when little is left to ask for. `PiecePicker.requestable_blocks` counts the
-blocks some connected peer has that no request covers; below `SCARCE_BLOCKS` the floor drops
+blocks some connected peer has that no request covers (in request units, as the engine sets
+the picker up: a block with 16 KiB pieces); below `SCARCE_BLOCKS` the floor drops
 to `SCARCE_MIN_DEPTH`, so each peer holds what its rate delivers in a round trip and no more.
 This happens twice in a download: at the start, while the peers hold few pieces, and at the
 end. A flash crowd (100 leechers, 16 KiB pieces, seeds 4 / 5 / 6) with the floor of 8
@@ -38,7 +39,9 @@ SCARCE_MIN_DEPTH: Final = 2
 """The floor once fewer than `SCARCE_BLOCKS` can be requested: one block arriving while the
 next is on its way."""
 SCARCE_BLOCKS: Final = 64
-"""Requestable blocks (1 MiB) below which the floor drops (see the module docstring)."""
+"""Requestable request units below which the floor drops (see the module docstring): the
+picker counts in units (`FileDownload.unit_blocks`), so 64 blocks (1 MiB) with 16 KiB pieces,
+64 whole pieces with pieces of up to 1 MiB."""
 MAX_DEPTH: Final = 256
 SLACK_SECONDS: Final = 0.25
 """Added to the round trip: the time a request may wait for the peer's uploader."""
@@ -46,7 +49,7 @@ SLACK_SECONDS: Final = 0.25
 
 def request_depth(rate: float, round_trip: float, *, scarce: bool) -> int:
     """Blocks to keep in flight to a peer that sent us `rate` bytes/s lately, `round_trip`
-    seconds away; `scarce` when fewer than `SCARCE_BLOCKS` blocks are left to request."""
+    seconds away; `scarce` when fewer than `SCARCE_BLOCKS` units are left to request."""
     if rate < 0 or round_trip < 0:
         raise ValueError("rate and round trip cannot be negative")
     wanted = math.ceil(rate * (round_trip + SLACK_SECONDS) / BLOCK_SIZE)
