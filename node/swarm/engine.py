@@ -717,6 +717,8 @@ class SwarmEngine:
 
     def _on_availability(self, session: Session, message: Any) -> None:
         root = message.root
+        if not isinstance(message, HaveNone):  # saying "nothing" tells nothing
+            session.last_told = self.network.now()
         session.roots_seen.add(root)
         if isinstance(message, HaveNone):
             session.peer_holds(root, 0)
@@ -1479,6 +1481,7 @@ class SwarmEngine:
                     connected_at=session.connected_at,
                     idle=session.unchoke_unused(now),
                     pieces_held=session.pieces_held_total,
+                    silent=session.silent(now),
                     upload_capacity=session.peer_upload_capacity,
                     progress=session.seed_progress() if seeding else None,
                 )

@@ -33,6 +33,12 @@ IDLE_UNCHOKE_SECONDS: Final = 2.0
 (`node.choker`, idle slots)."""
 ALL_PIECES: Final = 1 << 32
 """What a HaveAll counts as in `Session.pieces_held` (more than any file has)."""
+SILENT_SECONDS: Final = 3.0
+"""A peer that has told us nothing of what it holds (no Have, Bitfield or HaveAll) for this
+long, connected longer than that, is *silent*: the choker's need slots go to it only after
+every peer that spoke (`node.choker`). An honest downloader tells us within about a second of
+getting a piece we lack (Haves to a peer that chokes it wait at most a second); one that
+hides what it holds, to look furthest behind and draw need slots, is silent."""
 EARLY_ROOTS: Final = 64
 """Files whose availability a peer may tell us before we have their metadata (kept)."""
 EARLY_PIECES: Final = 1 << 16
@@ -68,6 +74,8 @@ class Session:
     """Root → pieces the peer told us it holds (Bitfield, Have; HaveAll counts as
     `ALL_PIECES`): how far along it is, for the choker."""
     pieces_held_total: int = 0
+    last_told: float | None = None
+    """When the peer last told us of pieces it holds (Have, Bitfield, HaveAll); None if never."""
     peer_upload_capacity: float | None = None
     """Bytes/s the peer says its uplink carries (`Capacity`; None until it says one)."""
     roots_seen: set[bytes] = attrs.Factory(set)
@@ -159,6 +167,11 @@ class Session:
             total += reveal.file.piece_count
             held += reveal.has_count
         return held / total if total else None
+
+    def silent(self, now: float) -> bool:
+        """Told us nothing of what it holds for SILENT_SECONDS (since connecting, if never)."""
+        since = self.connected_at if self.last_told is None else self.last_told
+        return now - since > SILENT_SECONDS
 
     def unchoke_unused(self, now: float) -> bool:
         """Unchoked for IDLE_UNCHOKE_SECONDS or more, with nothing asked of us in that time."""

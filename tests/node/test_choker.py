@@ -219,6 +219,24 @@ def test_a_one_slot_node_keeps_its_slot_for_reciprocation() -> None:
     assert three.update(peers, 0.0, random.Random(0)).regular == (b"p1", b"p2", b"p0")
 
 
+def test_a_silent_peer_gets_a_need_slot_only_after_every_peer_that_spoke() -> None:
+    """A peer that tells us nothing of what it holds looks furthest behind (no count) and
+    would draw every need slot; silent, it comes after the peers that spoke, whatever its
+    count, and gets a slot only if one is left for it."""
+    choker = Choker(upload_capacity=3 * DEFAULT_PER_SLOT_RATE)  # two slots by need, one by rate
+    peers = with_pieces(swarm("1i 1i 1i 1i"), 0, 30, 10, 20)
+    assert choker.update(peers, 0.0, random.Random(0)).regular[:2] == (b"p0", b"p2")
+    peers[0] = attrs.evolve(peers[0], silent=True)
+    decision = Choker(upload_capacity=3 * DEFAULT_PER_SLOT_RATE).update(
+        peers, 0.0, random.Random(0)
+    )
+    assert decision.regular[:2] == (b"p2", b"p3")  # the two furthest behind that spoke
+    alone = Choker(upload_capacity=3 * DEFAULT_PER_SLOT_RATE).update(
+        [peers[0]], 0.0, random.Random(0)
+    )
+    assert alone.regular == (b"p0",)  # nobody else wants the slot
+
+
 def test_a_need_slot_follows_progress_at_the_next_rechoke() -> None:
     choker = Choker(upload_capacity=2 * DEFAULT_PER_SLOT_RATE)  # one slot by need, one by rate
     assert choker.rechoke_interval_s == 3.0

@@ -13,6 +13,7 @@ from node.swarm.session import (
     EARLY_PIECES,
     EARLY_ROOTS,
     IDLE_UNCHOKE_SECONDS,
+    SILENT_SECONDS,
     Session,
 )
 from wire.index import IndexExchange
@@ -66,6 +67,16 @@ def test_what_a_peer_holds_is_counted_per_file_and_in_total() -> None:
     assert session.pieces_held_total == 4 + ALL_PIECES
     session.peer_holds(b"b", 0)  # HaveNone
     assert session.pieces_held_total == 4
+
+
+def test_a_peer_is_silent_once_it_told_us_nothing_of_what_it_holds_for_a_while() -> None:
+    session = unchoked_at(0.0)
+    session.connected_at = 5.0
+    assert not session.silent(5.0 + SILENT_SECONDS)  # a newcomer has had no time to tell
+    assert session.silent(5.0 + SILENT_SECONDS + 0.01)
+    session.last_told = 9.0  # a Have, a Bitfield or a HaveAll
+    assert not session.silent(9.0 + SILENT_SECONDS)
+    assert session.silent(9.0 + SILENT_SECONDS + 0.01)
 
 
 def test_seed_progress_is_the_share_held_of_every_file_we_seed_the_peer() -> None:

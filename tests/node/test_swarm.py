@@ -54,6 +54,8 @@ async def test_a_container_is_fetched_by_id_alone(tmp_path: Path) -> None:
         for name, data in contents.items():
             assert (record.location / name).read_bytes() == data
         assert download.held_bytes == download.total_bytes == sum(map(len, contents.values()))
+        # The seed told us what it holds, so its count is not taken for a silent one's.
+        assert pair.engine.sessions[pair.seed.node_id].last_told is not None
 
 
 class Corrupting(SwarmEngine):
