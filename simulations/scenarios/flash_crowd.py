@@ -16,19 +16,22 @@ its uploads at 95 % of its capacity (`kinswarm run --upload-limit`), as BitTorre
 told to: with the uplink full, a node's own Requests wait behind seconds of its Block data
 and its last pieces stall (`node.swarm.pacer`).
 
-Reported: completion times (from the instant every leecher asked) at p50, p90 and p100, and
-the median of each upload capacity (tit-for-tat serves fast uploaders first); the
-Kumar-Ross fluid lower bound T_min = max(F/u_s, F/d_min, N*F/(u_s + sum u_i)) computed from
-the capacities actually drawn, and `bound_ratio` = last completion / T_min; beside it
-`piece_floor_ratio`, what the file's division into M pieces alone costs against that fluid
-bound; the copies of the file the seed uploaded, in all and until the swarm held one whole
-copy (`seed_first_copy_s`, `seed_copies_for_first_copy`: BEP 16's measure of a seed); upload
-utilisation; blocks rejected; connections per node; where the time goes before data flows
-(metadata, first piece); the median time to a quarter, half, three quarters and nine tenths
-held (`held_p50_s`), and from those `time_budget_s`: how far the median leecher fell behind
-the fluid schedule up to a quarter held, from there to nine tenths and on to done, and the
-last finisher's lag behind the median, which add up to last - T_min; message counts by type.
-With liars (`flash-crowd-liars`): when each finished and how much sooner than the honest
+Reported: completion times (from the instant every leecher asked) at p50, p90 and p100, and the
+median of each upload capacity (tit-for-tat serves fast uploaders first); the Kumar-Ross fluid
+lower bound T_min = max(F/u_s, F/d_min, N*F/(u_s + sum u_i)) computed from the capacities
+actually drawn, and `bound_ratio` = last completion / T_min; beside it `piece_floor_ratio`,
+what the file's division into M pieces alone costs against that fluid bound, and
+`reference_ratio` (`reference_p50_ratio` for the median), where an omniscient greedy schedule
+of the same crowd finishes (`simulations.reference`: the same capacities, pacing, pieces and
+round trips), so bound_ratio - reference_ratio is what our scheduling loses against one that
+knows everything; the copies of the file the seed uploaded, in all and until the swarm held one
+whole copy (`seed_first_copy_s`, `seed_copies_for_first_copy`: BEP 16's measure of a seed);
+upload utilisation; blocks rejected; connections per node; where the time goes before data
+flows (metadata, first piece); the median time to a quarter, half, three quarters and nine
+tenths held (`held_p50_s`), and from those `time_budget_s`: how far the median leecher fell
+behind the fluid schedule up to a quarter held, from there to nine tenths and on to done, and
+the last finisher's lag behind the median, which add up to last - T_min; message counts by
+type. With liars (`flash-crowd-liars`): when each finished and how much sooner than the honest
 median (`liar_lead_s`).
 """
 
@@ -49,6 +52,7 @@ from simulations.determinism import derive_seed
 from simulations.harness import ScenarioParams, ScenarioSpec, Simulation, percentile, register
 from simulations.latency import LatencyModel
 from simulations.memstore import Content
+from simulations.reference import ReferenceResult, reference_schedule
 from simulations.scenarios.swarm import FirstCopy, SwarmNodes, address_of, describe, rounded
 from simulations.virtualnet import WorldConfig
 from wire.merkle import block_count
@@ -304,6 +308,7 @@ async def run(simulation: Simulation, params: ScenarioParams, config: FlashCrowd
         if len(held) == len(PROGRESS_MARKS):
             budget = time_budget(bound, held, done_p50, last)
     world = simulation.world
+    reference = reference_for(config, F, piece_length, [seed_host, *hosts], uploads, world)
     down = swarm.ledger.down(swarm.engines)
     seed_id = seed_node.node_id
     seed_data = sum(b for (_, peer), b in down.items() if peer == seed_id)
@@ -332,6 +337,8 @@ async def run(simulation: Simulation, params: ScenarioParams, config: FlashCrowd
             "NF/(u_s+sum u)": round(leechers * F / capacity, 3),
         },
         "bound_ratio": rounded(last / bound if last is not None else None),
+        "reference_ratio": round(reference.last_s / bound, 3),
+        "reference_p50_ratio": round(reference.median_s / bound, 3),
         "held_p50_s": {
             f"{int(mark * 100)}%": rounded(at)
             for mark, at in zip(PROGRESS_MARKS, marks_p50, strict=True)
@@ -380,6 +387,28 @@ async def run(simulation: Simulation, params: ScenarioParams, config: FlashCrowd
     }
 
 
+def reference_for(
+    config: FlashCrowd,
+    file_bytes: int,
+    piece_length: int,
+    hosts: list[Any],
+    uploads: list[float],
+    world: Any,
+) -> ReferenceResult:
+    """The omniscient schedule (`simulations.reference`) of this very crowd: its capacities
+    and pacing, its pieces, the round trip of every pair; pull, three round trips of setup
+    (connect, handshake, want), serial uploads, anyone to anyone."""
+    share = config.upload_limit_share or 1.0
+    whole, rest = divmod(file_bytes, piece_length)
+    return reference_schedule(
+        piece_sizes=[piece_length] * whole + ([rest] if rest else []),
+        seed_rate=share * config.seed_upload,
+        leecher_rates=[share * upload for upload in uploads],
+        leecher_downloads=[upload * config.download_factor for upload in uploads],
+        one_way_s=lambda a, b: world.latency_us(hosts[a].host, hosts[b].host) / 1e6,
+    )
+
+
 def liar_metrics(
     liars: list[Any], timeline: Timeline, swarm: SwarmNodes, started: float
 ) -> dict[str, Any]:
@@ -419,8 +448,8 @@ register(FlashCrowd(piece_length=64 * 1024).spec("flash-crowd-64k"))
 """The same with 64 KiB pieces: a quarter of the Have messages, which makes 1,000 leechers
 affordable in wall time."""
 register(FlashCrowd(metadata_imported=True).spec("flash-crowd-imported"))
+"""The same with the metadata in every leecher's store from the start (`metadata_imported`):
+what fetching it from the crowd costs, by difference."""
 register(FlashCrowd(liars=3).spec("flash-crowd-liars"))
 """The same with three leechers that never say what they hold while they download: how much
 sooner under-reporting gets them their file (`liar_lead_s`)."""
-"""The same with the metadata in every leecher's store from the start (`metadata_imported`):
-what fetching it from the crowd costs, by difference."""
