@@ -24,15 +24,16 @@ what the file's division into M pieces alone costs against that fluid bound, and
 `reference_ratio` (`reference_p50_ratio` for the median), where an omniscient greedy schedule
 of the same crowd finishes (`simulations.reference`: the same capacities, pacing, pieces and
 round trips), so bound_ratio - reference_ratio is what our scheduling loses against one that
-knows everything; the copies of the file the seed uploaded, in all and until the swarm held one
-whole copy (`seed_first_copy_s`, `seed_copies_for_first_copy`: BEP 16's measure of a seed);
-upload utilisation; blocks rejected; connections per node; where the time goes before data
-flows (metadata, first piece); the median time to a quarter, half, three quarters and nine
-tenths held (`held_p50_s`), and from those `time_budget_s`: how far the median leecher fell
-behind the fluid schedule up to a quarter held, from there to nine tenths and on to done, and
-the last finisher's lag behind the median, which add up to last - T_min; message counts by
-type. With liars (`flash-crowd-liars`): when each finished and how much sooner than the honest
-median (`liar_lead_s`).
+knows everything (`reference_time_budget_s`: its time budget, below, phase by phase); the
+copies of the file the seed uploaded, in all and until the swarm held one whole copy
+(`seed_first_copy_s`, `seed_copies_for_first_copy`: BEP 16's measure of a seed); upload
+utilisation; blocks rejected; connections per node; where the time goes before data flows
+(metadata, first piece); the median time to a quarter, half, three quarters and nine tenths
+held (`held_p50_s`), and from those `time_budget_s`: how far the median leecher fell behind the
+fluid schedule up to a quarter held, from there to nine tenths and on to done, and the last
+finisher's lag behind the median, which add up to last - T_min; message counts by type. With
+liars (`flash-crowd-liars`): when each finished and how much sooner than the honest median
+(`liar_lead_s`).
 """
 
 from __future__ import annotations
@@ -339,6 +340,12 @@ async def run(simulation: Simulation, params: ScenarioParams, config: FlashCrowd
         "bound_ratio": rounded(last / bound if last is not None else None),
         "reference_ratio": round(reference.last_s / bound, 3),
         "reference_p50_ratio": round(reference.median_s / bound, 3),
+        "reference_time_budget_s": time_budget(
+            bound,
+            [percentile(list(times), 0.5) or 0.0 for times in reference.held_s],
+            reference.median_s,
+            reference.last_s,
+        ),
         "held_p50_s": {
             f"{int(mark * 100)}%": rounded(at)
             for mark, at in zip(PROGRESS_MARKS, marks_p50, strict=True)
@@ -406,6 +413,7 @@ def reference_for(
         leecher_rates=[share * upload for upload in uploads],
         leecher_downloads=[upload * config.download_factor for upload in uploads],
         one_way_s=lambda a, b: world.latency_us(hosts[a].host, hosts[b].host) / 1e6,
+        marks=PROGRESS_MARKS,
     )
 
 

@@ -82,6 +82,9 @@ def test_a_small_flash_crowd_completes_near_the_bound_and_trades() -> None:
     # (1.23 against 1.65 measured: a 1 MiB file leaves the start's round trips little to hide in).
     assert 1 / 0.95 < metrics["reference_p50_ratio"] <= metrics["reference_ratio"]
     assert metrics["reference_ratio"] < metrics["bound_ratio"]
+    reference_excess = (metrics["reference_ratio"] - 1) * metrics["kumar_ross_bound_s"]
+    budget = sum(metrics["reference_time_budget_s"].values())
+    assert abs(budget - reference_excess) < 0.01, metrics["reference_time_budget_s"]
     assert metrics["seed_uploaded_copies"] < leechers / 3  # the rest came from leechers
     # The seed sent each piece about once before the crowd held a whole copy (BEP 16): 1.00
     # measured; 1.84 when it showed pieces to peers it choked and a 64-block first window.

@@ -35,9 +35,13 @@ def play(
 
 
 def test_one_leecher_gets_every_piece_from_the_seed_back_to_back() -> None:
-    result = play([50_000], pieces=8, pull=False, setup_round_trips=0)
+    result = play([50_000], pieces=8, pull=False, setup_round_trips=0, marks=(0.25, 0.5, 1))
     assert result.last_s == pytest.approx(8 * PIECE / 100_000)
     assert result.transfers == 8
+    quarter, half, whole = result.held_s
+    assert quarter == pytest.approx((2 * PIECE / 100_000,))
+    assert half == pytest.approx((4 * PIECE / 100_000,))
+    assert whole == (result.last_s,)
 
 
 def test_setup_and_delay_add_their_round_trips_once() -> None:
@@ -116,3 +120,5 @@ def test_bad_input_is_refused() -> None:
         play([1000.0], pieces=4, slots=0)
     with pytest.raises(ValueError):
         play([1000.0], pieces=4, neighbours=[[1]])
+    with pytest.raises(ValueError):
+        play([1000.0], pieces=4, marks=(0.0,))
