@@ -67,6 +67,16 @@ class ReferenceResult:
     """For each of the `marks` asked for: when each leecher held that share of the pieces."""
     transfers: int
 
+    @property
+    def held_p50_s(self) -> list[float]:
+        """For each mark, when the median leecher held that share (nearest rank)."""
+        return [_median(times) for times in self.held_s]
+
+
+def _median(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    return ordered[math.ceil(len(ordered) / 2) - 1]
+
 
 @attrs.define
 class _Node:
@@ -189,11 +199,10 @@ class _Schedule:
         if any(at is None for at in done):
             raise RuntimeError("the reference schedule stalled before every leecher finished")
         finished = tuple(at for at in done if at is not None)
-        ordered = sorted(finished)
         leechers = self.nodes[1:]
         return ReferenceResult(
-            last_s=ordered[-1],
-            median_s=ordered[math.ceil(len(ordered) / 2) - 1],
+            last_s=max(finished),
+            median_s=_median(finished),
             done_s=finished,
             held_s=tuple(
                 tuple(node.arrivals[math.ceil(mark * self.pieces) - 1] for node in leechers)
