@@ -42,8 +42,9 @@ are *unchoked* at a time. The rules are BitTorrent's, as refined by mainline and
   getting a piece we lack, and the honest crowd ran the same (seeds 4-8 of 100 leechers:
   the same figures but seed 8's, 1.204 against 1.200; 1,000 leechers, seed 1: 1.255 against
   1.261). The liars then finished 1.5 / 2.4 s *after* the honest median (seeds 4
-  / 5). A liar that trickles a Have now and then is not caught (one Have of one piece to
-  each peer every 2 s: 2.5 s ahead, seed 4); the slots by rate still reward only giving.
+  / 5). A liar that trickles a Have now and then is not caught (`flash-crowd-tricklers`: one
+  Have of one piece to each peer every 2 s; 2.5 / 1.5 s ahead of the median, seeds 4 / 5);
+  the slots by rate still reward only giving.
 * **Behind, weighed by capacity**: the need ranking is not the bare count but the count plus
   one times the fourth root of the upload capacity the peer told us (`wire.swarm.Capacity`;
   a peer that did not say counts as the median of those that did, and a claim is held within

@@ -32,8 +32,8 @@ utilisation; blocks rejected; connections per node; where the time goes before d
 held (`held_p50_s`), and from those `time_budget_s`: how far the median leecher fell behind the
 fluid schedule up to a quarter held, from there to nine tenths and on to done, and the last
 finisher's lag behind the median, which add up to last - T_min; message counts by type. With
-liars (`flash-crowd-liars`): when each finished and how much sooner than the honest median
-(`liar_lead_s`).
+liars (`flash-crowd-liars`, `flash-crowd-tricklers`): when each finished and how much sooner
+than the honest median (`liar_lead_s`).
 """
 
 from __future__ import annotations
@@ -47,8 +47,8 @@ import trio
 
 from node.hashing import choose_piece_length
 from node.node import DEFAULT_MAX_PEERS
-from node.swarm.engine import Download
-from simulations.adversaries import HIDDEN_TYPES, HidingEngine
+from node.swarm.engine import Download, SwarmEngine
+from simulations.adversaries import HIDDEN_TYPES, HidingEngine, TricklingEngine
 from simulations.determinism import derive_seed
 from simulations.harness import (
     ScenarioParams,
@@ -96,9 +96,11 @@ class FlashCrowd:
     with its transfer, not with fetching the metadata from the crowd (by id, as from a
     magnet link: the default)."""
     liars: int = 0
-    """This many leechers (the first drawn) never say what they hold while they download
-    (`simulations.adversaries.HidingEngine`): what under-reporting buys against the need
-    slots, in `liar_lead_s`."""
+    """This many leechers (the first drawn) under-report what they hold while they download
+    (`liar_engine`): what that buys against the need slots, in `liar_lead_s`."""
+    liar_engine: type[SwarmEngine] = HidingEngine
+    """How the liars lie: `HidingEngine` says nothing, `TricklingEngine` one piece per peer
+    every 2 s (`simulations.adversaries`)."""
 
     def world(self, seed: int) -> WorldConfig:
         return WorldConfig(seed=seed, latency=self.latency)
@@ -263,7 +265,7 @@ async def run(simulation: Simulation, params: ScenarioParams, config: FlashCrowd
     )
     liars = hosts[: config.liars]
     for host in liars:
-        swarm.engine_classes[host.index] = HidingEngine
+        swarm.engine_classes[host.index] = config.liar_engine
     swarm.tap.keep_first = bool(liars)  # when each liar first told anyone what it holds
     factory = swarm.factory()
     seed_node = await simulation.start(seed_host, factory)
@@ -425,8 +427,9 @@ def liar_metrics(
     liars: list[Any], timeline: Timeline, swarm: SwarmNodes, started: float
 ) -> dict[str, Any]:
     """With liars in the crowd: when each finished, how much sooner than the honest leechers
-    (median against median, positive when lying pays), and how many times a liar told a
-    peer what it holds before it had finished (0 if the adversary works as meant)."""
+    (median against median, positive when lying pays), and to how many peers a liar told
+    something of what it holds before it had finished (0 for liars that hide, some for
+    liars that trickle)."""
     if not liars:
         return {}
     liar_indices = {host.index for host in liars}
@@ -465,3 +468,6 @@ what fetching it from the crowd costs, by difference."""
 register(FlashCrowd(liars=3).spec("flash-crowd-liars"))
 """The same with three leechers that never say what they hold while they download: how much
 sooner under-reporting gets them their file (`liar_lead_s`)."""
+register(FlashCrowd(liars=3, liar_engine=TricklingEngine).spec("flash-crowd-tricklers"))
+"""The same with three leechers that tell each peer of one piece every 2 s while they
+download: under-reporting that the choker's silent rule does not catch."""

@@ -7,10 +7,12 @@ and the seed uploaded a copy per leecher."""
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import pytest
 
+from simulations.adversaries import TRICKLE_SECONDS, TricklingEngine, trickle
 from simulations.harness import register, run_scenario
 from simulations.scenarios.flash_crowd import (
     FlashCrowd,
@@ -20,13 +22,18 @@ from simulations.scenarios.flash_crowd import (
 )
 from simulations.scenarios.swarm import FirstCopy
 from wire.merkle import BLOCK_SIZE
-from wire.swarm import Block
+from wire.swarm import Bitfield, Block, Have, HaveByAlias, Unchoke
 
 SMALL = register(FlashCrowd(file_bytes=1024 * 1024).spec("flash-crowd-small"))
 SMALL_IMPORTED = register(
     FlashCrowd(file_bytes=1024 * 1024, metadata_imported=True).spec("flash-crowd-small-imported")
 )
 SMALL_LIARS = register(FlashCrowd(file_bytes=1024 * 1024, liars=2).spec("flash-crowd-small-liars"))
+SMALL_TRICKLERS = register(
+    FlashCrowd(file_bytes=1024 * 1024, liars=2, liar_engine=TricklingEngine).spec(
+        "flash-crowd-small-tricklers"
+    )
+)
 
 
 def test_kumar_ross_bound_takes_the_tightest_term() -> None:
@@ -137,3 +144,26 @@ def test_liars_hide_what_they_hold_until_done_and_the_crowd_reports_their_lead()
     assert isinstance(metrics["liar_lead_s"], float)
     plain = run_scenario(SMALL.name, nodes=16, seed=3).metrics
     assert "liars" not in plain
+
+
+def test_tricklers_tell_a_little_and_are_never_silent() -> None:
+    """The adversary of `flash-crowd-tricklers` speaks (peers hear Haves from it before it
+    has its file, so the silent rule does not put it last) and still gets its file."""
+    metrics = run_scenario(SMALL_TRICKLERS.name, nodes=16, seed=3).metrics
+    assert metrics["completed"] == 16
+    assert metrics["liars"] == 2 and len(metrics["liars_done_s"]) == 2
+    assert metrics["liar_told_before_done"] > 0
+    assert isinstance(metrics["liar_lead_s"], float)
+
+
+def test_a_trickle_is_one_piece_per_peer_per_interval() -> None:
+    have = HaveByAlias(3, (4, 5, 6))
+    other = Unchoke()
+    kept, told = trickle([other, have, Have(b"r" * 32, 16384, (7,))], -math.inf, now=10.0)
+    assert kept == (other, HaveByAlias(3, (4,))) and told
+    kept, told = trickle(
+        [have, Bitfield(b"r" * 32, 16384, b"\xff")], 10.0 - TRICKLE_SECONDS / 2, 10.0
+    )
+    assert kept == () and not told
+    kept, told = trickle([Bitfield(b"r" * 32, 16384, b"\xff"), have], 10.0 - TRICKLE_SECONDS, 10.0)
+    assert kept == (HaveByAlias(3, (4,)),) and told  # a Bitfield never goes, even in turn
