@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from simulations.reference import ReferenceResult, reference_schedule
 from simulations.scenarios.flash_crowd import kumar_ross_bound
@@ -76,6 +78,39 @@ def test_no_crowd_beats_the_fluid_bound_and_every_leecher_gets_each_piece_once(p
     assert result.transfers == 60 * pieces
     assert result.median_s <= result.last_s
     assert len(result.done_s) == 60
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    leechers=st.lists(st.sampled_from([20_000.0, 50_000.0, 200_000.0]), min_size=1, max_size=8),
+    pieces=st.integers(1, 12),
+    one_way=st.sampled_from([0.0, 0.01, 0.07]),
+    slots=st.integers(1, 3),
+    pull=st.booleans(),
+    factor=st.sampled_from([0.5, 1.0, 4.0]),
+)
+def test_any_small_crowd_is_served_whole_and_no_sooner_than_its_links_allow(
+    leechers: list[float], pieces: int, one_way: float, slots: int, pull: bool, factor: float
+) -> None:
+    result = play(
+        leechers,
+        pieces=pieces,
+        one_way=one_way,
+        slots=slots,
+        pull=pull,
+        download_factor=factor,
+        marks=(0.5, 1.0),
+    )
+    assert result.transfers == len(leechers) * pieces
+    file_bytes = pieces * PIECE
+    downloads = [rate * factor for rate in leechers]
+    assert result.last_s >= kumar_ross_bound(file_bytes, 100_000, leechers, downloads) - 1e-9
+    setup = 3 * 2 * one_way
+    for done, download, half in zip(result.done_s, downloads, result.held_s[0], strict=True):
+        # No leecher gets the file faster than its downlink, nor before setup and a delay.
+        assert done >= setup + file_bytes / min(download, 100_000 + sum(leechers)) + one_way - 1e-9
+        assert half <= done
+    assert result.held_s[1] == result.done_s
 
 
 def test_each_rule_a_swarm_cannot_escape_costs_time() -> None:
