@@ -39,6 +39,7 @@ log = logging.getLogger("kinswarm.peer")
 
 HANDSHAKE_TIMEOUT_SECONDS: Final = 10.0
 KEEPALIVE_INTERVAL_SECONDS: Final = 30.0
+MAX_PINGS_AWAITED: Final = 4
 RECEIVE_CHUNK_BYTES: Final = 256 * 1024
 HIGH_WATER_BYTES: Final = 1024 * 1024
 SEND_TIMEOUT_SECONDS: Final = 60.0
@@ -123,6 +124,10 @@ class PeerConnection:
             await self._abort("handshake timed out")
         assert self.remote is not None
         self.connected_at = self._network.now()
+        # Measure the round trip now, not at the first quiet keepalive: the request pipeline,
+        # the reveal window and the metadata patience are sized from it (before, nothing
+        # recorded a Ping's time, and every connection ran on their defaults).
+        self._awaiting_pong(self.core.ping(), self.connected_at)
         return self.remote
 
     async def run(
@@ -171,9 +176,8 @@ class PeerConnection:
             raise PeerGone(self.close_reason or "closed")
 
     async def ping(self) -> None:
-        nonce = self.core.ping()
-        self._ping_sent_at[nonce] = self._network.now()
-        self._writer_wakeup.set()
+        """Send a Ping; its Pong updates `round_trip_seconds`."""
+        self._awaiting_pong(self.core.ping(), self._network.now())
 
     async def aclose(self, reason: str) -> None:
         """Say goodbye and close, within CLOSE_TIMEOUT_SECONDS. Never raises: if the goodbye
@@ -309,11 +313,21 @@ class PeerConnection:
         if since is not None and self._network.now() - since >= SEND_TIMEOUT_SECONDS:
             return "peer stopped reading"
         try:
-            self.core.tick()
+            nonce = self.core.tick()
         except ProtocolError as exc:
             return str(exc)
-        self._writer_wakeup.set()
+        # A fresh round trip each interval: the core's keepalive Ping if it sent one, else
+        # one of ours (a busy link's round trip moves with its queue).
+        self._awaiting_pong(self.core.ping() if nonce is None else nonce, self._network.now())
         return None
+
+    def _awaiting_pong(self, nonce: int, sent_at: float) -> None:
+        """Remember when Ping `nonce` went; a peer that never answers keeps only the last
+        MAX_PINGS_AWAITED in memory."""
+        self._ping_sent_at[nonce] = sent_at
+        while len(self._ping_sent_at) > MAX_PINGS_AWAITED:
+            del self._ping_sent_at[next(iter(self._ping_sent_at))]
+        self._writer_wakeup.set()
 
     async def _keepalive(self) -> None:
         while True:

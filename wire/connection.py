@@ -354,20 +354,21 @@ class SecureConnection:
             self.state = State.CLOSED
             self.close_reason = reason
 
-    def tick(self) -> None:
+    def tick(self) -> int | None:
         """Call every keepalive interval (30 s in the node). Sends a Ping if we have been
-        quiet, and raises ProtocolError if the peer has been silent for too many ticks."""
+        quiet (and returns its nonce), and raises ProtocolError if the peer has been silent
+        for too many ticks."""
         if self.state not in (State.AWAITING_HELLO, State.OPEN):
-            return
+            return None
         if not self._received_since_tick:
             self._idle_ticks += 1
             if self._idle_ticks >= IDLE_TICKS_BEFORE_TIMEOUT:
                 self._fail("idle timeout: the peer sent nothing for too long")
                 raise ChannelError("idle timeout: the peer sent nothing for too long")
-        if not self._sent_since_tick:
-            self.ping()
+        nonce = None if self._sent_since_tick else self.ping()
         self._received_since_tick = False
         self._sent_since_tick = False
+        return nonce
 
     # -- internals --------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ the connection task."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Callable
@@ -350,3 +351,51 @@ async def test_a_peer_that_stops_reading_is_dropped(monkeypatch: pytest.MonkeyPa
     with pytest.raises(PeerGone):
         await alice.send_extension("ks.test", b"too late")
     await bob.aclose("done")
+
+
+async def test_the_round_trip_is_measured_as_the_connection_opens() -> None:
+    """The request pipeline, the reveal window and the metadata patience are sized from
+    `round_trip_seconds`; it must be known a round trip after connecting, not at the first
+    keepalive (30 s later; before, no Ping's time was recorded at all and it stayed None).
+    The relay here holds every chunk 20 ms each way."""
+    network = TrioNetwork(seed=0)
+    alice_stream, alice_far = trio.testing.memory_stream_pair()
+    bob_stream, bob_far = trio.testing.memory_stream_pair()
+    alice, bob = connection_pair(network, alice_stream, bob_stream)
+
+    async def delayed(source: trio.abc.Stream, sink: trio.abc.Stream) -> None:
+        try:
+            while data := await source.receive_some(65536):
+                await trio.sleep(0.02)
+                await sink.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        await sink.aclose()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(delayed, alice_far, bob_far)
+        nursery.start_soon(delayed, bob_far, alice_far)
+        await handshake_both(alice, bob)
+        assert alice.round_trip_seconds is None and bob.round_trip_seconds is None
+        nursery.start_soon(functools.partial(alice.run, own_keepalive=False))
+        nursery.start_soon(functools.partial(bob.run, own_keepalive=False))
+        await trio.sleep(0.5)  # a few round trips
+        assert alice.round_trip_seconds is not None and bob.round_trip_seconds is not None
+        assert 0.04 <= alice.round_trip_seconds < 0.5
+        assert 0.04 <= bob.round_trip_seconds < 0.5
+        alice.tick()  # a keepalive interval passed: a fresh sample is asked for, and answered
+        assert len(alice._ping_sent_at) == 1
+        await trio.sleep(0.5)
+        assert not alice._ping_sent_at
+        await alice.aclose("done")
+        nursery.cancel_scope.cancel()
+
+
+def test_a_peer_that_never_answers_pings_costs_a_bounded_memory() -> None:
+    network = TrioNetwork(seed=0)
+    alice_stream, _ = trio.testing.memory_stream_pair()
+    bob_stream, _ = trio.testing.memory_stream_pair()
+    alice, _ = connection_pair(network, alice_stream, bob_stream)
+    for nonce in range(100):
+        alice._awaiting_pong(nonce, float(nonce))
+    assert list(alice._ping_sent_at) == [96, 97, 98, 99]

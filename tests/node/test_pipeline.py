@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from node.swarm.pipeline import (
     MAX_DEPTH,
     MIN_DEPTH,
+    ROUND_TRIP_FLOOR,
     SCARCE_MIN_DEPTH,
     SLACK_SECONDS,
     request_depth,
@@ -22,9 +23,17 @@ SLOW = 40_000.0
 
 
 def test_a_peer_gets_what_its_rate_fills_across_a_round_trip() -> None:
-    expected = -(-int(FAST * (0.1 + SLACK_SECONDS)) // BLOCK_SIZE)
-    assert request_depth(FAST, 0.1, scarce=False) == expected == 43
-    assert request_depth(FAST, 0.1, scarce=True) == expected  # scarcity lowers only the floor
+    expected = -(-int(FAST * (0.5 + SLACK_SECONDS)) // BLOCK_SIZE)
+    assert request_depth(FAST, 0.5, scarce=False) == expected == 92
+    assert request_depth(FAST, 0.5, scarce=True) == expected  # scarcity lowers only the floor
+
+
+def test_a_short_round_trip_counts_as_the_floor() -> None:
+    floored = -(-int(FAST * (ROUND_TRIP_FLOOR + SLACK_SECONDS)) // BLOCK_SIZE)
+    assert request_depth(FAST, 0.02, scarce=False) == floored == 55
+    assert request_depth(FAST, 0.0, scarce=False) == request_depth(
+        FAST, ROUND_TRIP_FLOOR, scarce=False
+    )
 
 
 def test_while_blocks_are_plentiful_every_peer_gets_the_floor() -> None:
@@ -35,7 +44,7 @@ def test_while_blocks_are_plentiful_every_peer_gets_the_floor() -> None:
 def test_when_blocks_are_scarce_a_slow_peer_holds_only_what_it_delivers() -> None:
     assert request_depth(0.0, 0.1, scarce=True) == SCARCE_MIN_DEPTH
     assert request_depth(SLOW, 0.1, scarce=True) == SCARCE_MIN_DEPTH
-    assert request_depth(100_000.0, 0.15, scarce=True) == 3  # 40 KB in 0.4 s
+    assert request_depth(100_000.0, 0.15, scarce=True) == 3  # 45 KB in 0.45 s
 
 
 def test_depth_is_capped() -> None:
