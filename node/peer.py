@@ -314,11 +314,14 @@ class PeerConnection:
             return "peer stopped reading"
         try:
             nonce = self.core.tick()
+            if nonce is None and self.core.state is State.OPEN:
+                # A fresh round trip each interval: the core's keepalive Ping if it sent
+                # one, else one of ours (a busy link's round trip moves with its queue).
+                nonce = self.core.ping()
         except ProtocolError as exc:
             return str(exc)
-        # A fresh round trip each interval: the core's keepalive Ping if it sent one, else
-        # one of ours (a busy link's round trip moves with its queue).
-        self._awaiting_pong(self.core.ping() if nonce is None else nonce, self._network.now())
+        if nonce is not None:
+            self._awaiting_pong(nonce, self._network.now())
         return None
 
     def _awaiting_pong(self, nonce: int, sent_at: float) -> None:

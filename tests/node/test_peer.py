@@ -388,6 +388,7 @@ async def test_the_round_trip_is_measured_as_the_connection_opens() -> None:
         await trio.sleep(0.5)
         assert not alice._ping_sent_at
         await alice.aclose("done")
+        assert alice.tick() is None  # a closed connection pings nobody, and does not raise
         nursery.cancel_scope.cancel()
 
 
