@@ -52,8 +52,9 @@ ROUND_TRIP_FLOOR: Final = 0.2
 finished at 1.234 / 1.234 / 1.219 / 1.210 / 1.205 of the bound (seeds 4-8, mean 1.220)
 against 1.216 / 1.210 / 1.205 / 1.213 / 1.204 (1.210); with 0.1 s more slack instead of this
 floor 1.213 at 100 but 1.268 at 1,000 leechers (seed 1) against 1.255, the last finisher
-1.25 s behind the median instead of 1.05. Links slower than this get the depth their round
-trip needs."""
+1.25 s behind the median instead of 1.05. With this floor: 1.218 / 1.222 / 1.206 / 1.231 /
+1.201 (1.216) at 100 and 1.253 at 1,000 (seed 1). Links slower than this get the depth their
+round trip needs."""
 
 
 def request_depth(rate: float, round_trip: float, *, scarce: bool) -> int:
