@@ -62,7 +62,9 @@ def make_pair(
     alice_key: bytes | None = None,
     bob_keys: tuple[bytes, ...] = (),
     coalesce_to_alice: bool = False,
+    delay_s: float = 0.0,
 ) -> tuple[PeerConnection, PeerConnection, Callable[[trio.Nursery], None]]:
+    """`delay_s`: every chunk is held this long on its way, each direction."""
     network = TrioNetwork(seed=0)
     alice_stream, alice_far = trio.testing.memory_stream_pair()
     bob_stream, bob_far = trio.testing.memory_stream_pair()
@@ -81,6 +83,8 @@ def make_pair(
                             data += more
                 actions = tamper(index, data) if tamper else [data]
                 index += 1
+                if delay_s:
+                    await trio.sleep(delay_s)
                 for action in actions:
                     if action is None:
                         raise trio.ClosedResourceError
@@ -358,23 +362,9 @@ async def test_the_round_trip_is_measured_as_the_connection_opens() -> None:
     `round_trip_seconds`; it must be known a round trip after connecting, not at the first
     keepalive (30 s later; before, no Ping's time was recorded at all and it stayed None).
     The relay here holds every chunk 20 ms each way."""
-    network = TrioNetwork(seed=0)
-    alice_stream, alice_far = trio.testing.memory_stream_pair()
-    bob_stream, bob_far = trio.testing.memory_stream_pair()
-    alice, bob = connection_pair(network, alice_stream, bob_stream)
-
-    async def delayed(source: trio.abc.Stream, sink: trio.abc.Stream) -> None:
-        try:
-            while data := await source.receive_some(65536):
-                await trio.sleep(0.02)
-                await sink.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-        await sink.aclose()
-
+    alice, bob, start_relays = make_pair(delay_s=0.02)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(delayed, alice_far, bob_far)
-        nursery.start_soon(delayed, bob_far, alice_far)
+        start_relays(nursery)
         await handshake_both(alice, bob)
         assert alice.round_trip_seconds is None and bob.round_trip_seconds is None
         nursery.start_soon(functools.partial(alice.run, own_keepalive=False))
