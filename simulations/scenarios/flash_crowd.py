@@ -31,7 +31,9 @@ utilisation; blocks rejected; connections per node; where the time goes before d
 (metadata, first piece); the median time to a quarter, half, three quarters and nine tenths
 held (`held_p50_s`), and from those `time_budget_s`: how far the median leecher fell behind the
 fluid schedule up to a quarter held, from there to nine tenths and on to done, and the last
-finisher's lag behind the median, which add up to last - T_min; message counts by type. With
+finisher's lag behind the median, which add up to last - T_min; how far apart the leechers
+are at each of those marks (`held_spread_s`, the tenth to the ninetieth in ten; 0 in the fluid
+schedule) beside the reference's (`reference_held_spread_s`); message counts by type. With
 liars (`flash-crowd-liars`, `flash-crowd-tricklers`): when each finished and how much sooner
 than the honest median (`liar_lead_s`).
 """
@@ -39,6 +41,7 @@ than the honest median (`liar_lead_s`).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -185,6 +188,26 @@ class Timeline:
 
 
 PROGRESS_MARKS: Final = (0.25, 0.5, 0.75, 0.9)
+SPREAD_QUANTILES: Final = (0.1, 0.9)
+"""`held_spread`: between which of the leechers' times to a mark."""
+
+
+def held_spread(times_by_mark: Sequence[Sequence[float]]) -> dict[str, float | None]:
+    """How far apart the leechers are at each progress mark: the seconds from the tenth
+    leecher (in ten) to hold that share of the file to the ninetieth, one entry per
+    PROGRESS_MARKS (None where no leecher reached it). In the fluid schedule every leecher
+    holds the same share at every instant, so each entry is 0. A wide spread mid-download
+    is a crowd whose peers take turns being fed and starved; whoever is starved near the end
+    finishes last."""
+    if len(times_by_mark) != len(PROGRESS_MARKS):
+        raise ValueError("one list of times per progress mark")
+    low, high = SPREAD_QUANTILES
+    spread: dict[str, float | None] = {}
+    for mark, times in zip(PROGRESS_MARKS, times_by_mark, strict=True):
+        early, late = percentile(list(times), low), percentile(list(times), high)
+        key = f"{int(mark * 100)}%"
+        spread[key] = None if early is None or late is None else round(late - early, 3)
+    return spread
 
 
 def time_budget(
@@ -357,6 +380,13 @@ async def run(simulation: Simulation, params: ScenarioParams, config: FlashCrowd
             for mark, at in zip(PROGRESS_MARKS, marks_p50, strict=True)
         },
         "time_budget_s": budget,
+        "held_spread_s": held_spread(
+            [
+                [m[k] for m in timeline.quartiles.values() if len(m) > k]
+                for k in range(len(PROGRESS_MARKS))
+            ]
+        ),
+        "reference_held_spread_s": held_spread(reference.held_s),
         "piece_floor_ratio": round(piece_floor_ratio(leechers, -(-F // piece_length)), 4),
         "seed_uploaded_copies": round(seed_data / F, 3),
         "seed_sent_wire_copies": round(seed_host.host.bytes_sent / F, 3),
