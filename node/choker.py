@@ -45,6 +45,18 @@ are *unchoked* at a time. The rules are BitTorrent's, as refined by mainline and
   / 5). A liar that trickles a Have now and then is not caught (`flash-crowd-tricklers`: one
   Have of one piece to each peer every 2 s; 2.5 / 1.5 s ahead of the median, seeds 4 / 5);
   the slots by rate still reward only giving.
+  **Concentrated on purpose**: each node gives its need slots to the few peers at the very
+  bottom of its ~50, so a peer behind draws slots from most of its peers and one at the median
+  from hardly any. The crowd's peers take turns being fed (5-14 peers unchoking them,
+  400-900 KB/s) and starved (1-3, 30-200 KB/s; a tracer outside the repository, 100
+  leechers, seed 4): the tenth leecher in ten reaches half of the file 2.4-2.6 s before the
+  ninetieth, where the omniscient reference (`simulations.reference`, fewest first at every
+  transfer) keeps them 0.12-0.15 s apart (`held_spread_s` in `flash-crowd`, seeds 4 / 5).
+  Smoothing that was worse: need slots drawn at random among the bottom third of the
+  candidates gave 1.266 / 1.242 / 1.220 / 1.228 / 1.226 of the bound (seeds 4-8, mean 1.236;
+  the last finisher 1.2-1.5 s behind the median) against 1.218 / 1.222 / 1.206 / 1.231 /
+  1.201 (1.216); need slots only to peers that hold fewer pieces than we do, 1.234 / 1.226 /
+  1.217 / 1.209 / 1.205 (1.218).
 * **Behind, weighed by capacity**: the need ranking is not the bare count but the count plus
   one times the fourth root of the upload capacity the peer told us (`wire.swarm.Capacity`;
   a peer that did not say counts as the median of those that did, and a claim is held within
