@@ -96,7 +96,13 @@ def summary_table(result: SimulationResult) -> Table:
     return table
 
 
+TABLE_CELL_CHARS = 4000
+"""A measure longer than this (a probe's series) is left to `--json`."""
+
+
 def _show(value: object) -> str:
     if isinstance(value, dict):
-        return ", ".join(f"{k}={v}" for k, v in value.items()) or "-"
-    return str(value)
+        shown = ", ".join(f"{k}={v}" for k, v in value.items()) or "-"
+    else:
+        shown = str(value)
+    return shown if len(shown) <= TABLE_CELL_CHARS else "(long: see --json)"

@@ -33,7 +33,9 @@ held (`held_p50_s`), and from those `time_budget_s`: how far the median leecher 
 fluid schedule up to a quarter held, from there to nine tenths and on to done, and the last
 finisher's lag behind the median, which add up to last - T_min; how far apart the leechers
 are at each of those marks (`held_spread_s`, the tenth to the ninetieth in ten; 0 in the fluid
-schedule) beside the reference's (`reference_held_spread_s`); message counts by type. With
+schedule) beside the reference's (`reference_held_spread_s`); message counts by type;
+in `flash-crowd-probed`, each leecher's pieces, unchoking peers and rates every half second
+(`probe`, `LeecherProbe`). With
 liars (`flash-crowd-liars`, `flash-crowd-tricklers`): when each finished and how much sooner
 than the honest median (`liar_lead_s`).
 """
@@ -91,6 +93,9 @@ class FlashCrowd:
     verify: str = "compare"
     timeline_step: float = 0.5
     """Sample the swarm's upload every this many simulated seconds (0: never)."""
+    probe_step: float = 0.0
+    """Sample each leecher's state every this many simulated seconds (`LeecherProbe`, in the
+    result as `probe`); 0: never (`flash-crowd-probed`: every 0.5 s)."""
     upload_limit_share: float | None = 0.95
     """Each node's upload limit as a share of its capacity (None: no limit)."""
     metadata_imported: bool = False
@@ -196,9 +201,9 @@ def held_spread(times_by_mark: Sequence[Sequence[float]]) -> dict[str, float | N
     """How far apart the leechers are at each progress mark: the seconds from the tenth
     leecher (in ten) to hold that share of the file to the ninetieth, one entry per
     PROGRESS_MARKS (None where no leecher reached it). In the fluid schedule every leecher
-    holds the same share at every instant, so each entry is 0. A wide spread mid-download
-    is a crowd whose peers take turns being fed and starved; whoever is starved near the end
-    finishes last."""
+    holds the same share at every instant, so each entry is 0. A wide spread means some
+    peers were served less than others for long stretches, and the one furthest behind
+    near the end finishes last."""
     if len(times_by_mark) != len(PROGRESS_MARKS):
         raise ValueError("one list of times per progress mark")
     low, high = SPREAD_QUANTILES
@@ -248,6 +253,64 @@ class UploadSampler:
             now = sum(h.host.bytes_sent for h in hosts)
             self.shares.append(round((now - before) / (capacity * self.step), 3))
             before = now
+
+
+PROBE_COLUMNS: Final = ("t_s", "pieces_held", "peers_unchoking", "down_kb_s", "up_kb_s")
+
+
+@attrs.define
+class LeecherProbe:
+    """Each leecher's state every `step` simulated seconds, to see how a crowd shares its
+    uplinks rather than only when it finished: the pieces it holds, how many peers unchoke
+    it, and what it downloaded and uploaded since the last sample (KB/s), one row per sample
+    (`PROBE_COLUMNS`) up to the one that finds it complete (the last is taken as the crowd
+    ends). Off by default: its task changes the order in which trio runs the others, so a
+    probed run is another run (as deterministic, with its own digest), not the same run
+    watched."""
+
+    step: float
+    hosts: dict[int, SimHost]
+    engines: dict[int, SwarmEngine]
+    downloads: dict[int, Download]
+    piece_length: int
+    started: float
+    rows: dict[int, list[list[float]]] = attrs.Factory(dict)
+    _before: dict[int, tuple[float, int, int]] = attrs.Factory(dict)
+
+    async def run(self) -> None:
+        while True:
+            await trio.sleep(self.step)
+            self.sample()
+
+    def sample(self) -> None:
+        now = trio.current_time() - self.started
+        for index, download in self.downloads.items():
+            rows = self.rows.setdefault(index, [])
+            if rows and rows[-1][1] * self.piece_length >= download.total_bytes > 0:
+                continue  # complete at the last sample
+            then, received_then, sent_then = self._before.get(index, (0.0, 0, 0))
+            received, sent = download.received_bytes, self.hosts[index].host.bytes_sent
+            self._before[index] = (now, received, sent)
+            span = now - then
+            if span <= 0:
+                continue
+            unchoking = sum(not s.peer_choking for s in self.engines[index].sessions.values())
+            rows.append(
+                [
+                    round(now, 3),
+                    -(-download.held_bytes // self.piece_length),
+                    unchoking,
+                    round((received - received_then) / span / 1000, 1),
+                    round((sent - sent_then) / span / 1000, 1),
+                ]
+            )
+
+    def result(self) -> dict[str, Any]:
+        return {
+            "step_s": self.step,
+            "columns": list(PROBE_COLUMNS),
+            "leechers": {str(index): rows for index, rows in self.rows.items()},
+        }
 
 
 async def run(simulation: Simulation, params: ScenarioParams, config: FlashCrowd) -> dict[str, Any]:
@@ -316,13 +379,21 @@ async def run(simulation: Simulation, params: ScenarioParams, config: FlashCrowd
     capacity = config.seed_upload + sum(uploads)
     all_hosts = [seed_host, *hosts]
     sampler = UploadSampler(config.timeline_step)
+    by_index = {host.index: host for host in hosts}
+    probe = LeecherProbe(
+        config.probe_step, by_index, swarm.engines, downloads, piece_length, started
+    )
     async with trio.open_nursery() as nursery:
         if config.timeline_step:
             nursery.start_soon(sampler.run, all_hosts, capacity)
+        if config.probe_step:
+            nursery.start_soon(probe.run)
         with trio.move_on_at(simulation.started_at + params.sim_seconds):
             for download in downloads.values():
                 await download.done.wait()
         nursery.cancel_scope.cancel()
+    if config.probe_step:
+        probe.sample()  # those that finished since the last sample
     for index, download in downloads.items():
         if download.state == "complete" and download.finished_at is not None:
             timeline.done[index] = download.finished_at - started
@@ -427,6 +498,7 @@ async def run(simulation: Simulation, params: ScenarioParams, config: FlashCrowd
         "upload_timeline": sampler.shares,
         "messages_received": swarm.tap.summary(),
         "world_events_delivered": world.delivered_events,
+        **({"probe": probe.result()} if config.probe_step else {}),
     }
 
 
@@ -499,5 +571,6 @@ register(FlashCrowd(liars=3).spec("flash-crowd-liars"))
 """The same with three leechers that never say what they hold while they download: how much
 sooner under-reporting gets them their file (`liar_lead_s`)."""
 register(FlashCrowd(liars=3, liar_engine=TricklingEngine).spec("flash-crowd-tricklers"))
+register(FlashCrowd(probe_step=0.5).spec("flash-crowd-probed"))
 """The same with three leechers that tell each peer of one piece every 2 s while they
 download: under-reporting that the choker's silent rule does not catch."""

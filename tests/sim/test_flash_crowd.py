@@ -122,6 +122,32 @@ def test_a_small_flash_crowd_completes_near_the_bound_and_trades() -> None:
     assert max(spread.values()) < metrics["completion_p50_s"] / 3, spread
 
 
+def test_a_probed_crowd_reports_each_leecher_until_it_is_complete() -> None:
+    spec = register(
+        FlashCrowd(file_bytes=1024 * 1024, probe_step=0.5).spec("flash-crowd-small-probed")
+    )
+    leechers = 6
+    metrics = run_scenario(spec.name, nodes=leechers, seed=3, sim_seconds=300).metrics
+    probe = metrics["probe"]
+    assert probe["columns"] == ["t_s", "pieces_held", "peers_unchoking", "down_kb_s", "up_kb_s"]
+    assert len(probe["leechers"]) == leechers
+    pieces = metrics["pieces"]
+    for rows in probe["leechers"].values():
+        times = [row[0] for row in rows]
+        held = [row[1] for row in rows]
+        assert times == sorted(times) and held == sorted(held)  # progress never goes back
+        assert held[-1] == pieces and held[-2] < pieces  # sampled until complete, then not
+        assert all(0 <= row[2] <= leechers and row[3] >= 0 and row[4] >= 0 for row in rows)
+        assert any(row[2] > 0 and row[3] > 0 for row in rows)
+    # What was downloaded adds up to at least the file (duplicates may add a little).
+    for rows in probe["leechers"].values():
+        got = sum(row[3] for row in rows) * 1000 * probe["step_s"]
+        assert got >= metrics["file_bytes"] * 0.99
+    # An unprobed run carries no probe (its task is not started: the run is unchanged).
+    plain = run_scenario(SMALL.name, nodes=leechers, seed=3, sim_seconds=300)
+    assert "probe" not in plain.metrics
+
+
 def test_a_crowd_with_the_metadata_imported_asks_nobody_for_it() -> None:
     """Leechers that imported the container (as from a .torrent) start with the transfer:
     no manifest or piece layer crosses the network, and the crowd completes as the other."""
