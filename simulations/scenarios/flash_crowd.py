@@ -571,6 +571,8 @@ register(FlashCrowd(liars=3).spec("flash-crowd-liars"))
 """The same with three leechers that never say what they hold while they download: how much
 sooner under-reporting gets them their file (`liar_lead_s`)."""
 register(FlashCrowd(liars=3, liar_engine=TricklingEngine).spec("flash-crowd-tricklers"))
-register(FlashCrowd(probe_step=0.5).spec("flash-crowd-probed"))
 """The same with three leechers that tell each peer of one piece every 2 s while they
 download: under-reporting that the choker's silent rule does not catch."""
+register(FlashCrowd(probe_step=0.5).spec("flash-crowd-probed"))
+"""The plain crowd with each leecher sampled every half second (`LeecherProbe`): how many
+peers unchoke it and how fast it downloads, in the JSON as `probe`."""
