@@ -48,30 +48,33 @@ are *unchoked* at a time. The rules are BitTorrent's, as refined by mainline and
   **Concentrated on purpose**: each node gives its need slots to the few peers at the very
   bottom of its ~50. Mid-download (a quarter to nine tenths held) a leecher is unchoked by
   3 / 5 / 9 peers and downloads 164 / 295 / 426 KB/s (p10 / p50 / p90 of half-second
-  samples; `kinswarm sim flash-crowd-probed --nodes 100 --seed 4`), and the last two to
-  finish were unchoked by 3-4 peers at ~200 KB/s from 7 s to 15 s: the tenth leecher in ten
-  reaches half of the file 2.4 s before the ninetieth, where the omniscient reference
-  (`simulations.reference`, fewest first at every transfer) keeps them 0.12-0.15 s apart
-  (`held_spread_s`, seeds 4 / 5).
-  Smoothing that was worse: need slots drawn at random among the bottom third of the
-  candidates gave 1.266 / 1.242 / 1.220 / 1.228 / 1.226 of the bound (seeds 4-8, mean 1.236;
-  the last finisher 1.2-1.5 s behind the median at seeds 4 / 5) against 1.218 / 1.222 /
-  1.206 / 1.231 / 1.201 (1.216); need slots only to peers that hold fewer pieces than we
-  do, 1.234 / 1.226 / 1.217 / 1.209 / 1.205 (1.218).
+  samples; `kinswarm sim flash-crowd-probed --nodes 100 --seed 4`); the three last to
+  finish, 500 KB/s uploaders, were unchoked by 1-5 peers at a median 164-262 KB/s from 7 s
+  to 15 s. The tenth leecher in ten reaches half of the file 2.4 s before the ninetieth,
+  where the omniscient reference (`simulations.reference`, fewest first at every transfer)
+  keeps them 0.12-0.15 s apart (`held_spread_s`, seeds 4 / 5). Smoothing that was worse:
+  need slots drawn at random among the bottom third of the candidates gave 1.266 / 1.242 /
+  1.220 / 1.228 / 1.226 of the bound (seeds 4-8, mean 1.236; the last finisher 1.2-1.5 s
+  behind the median at seeds 4 / 5) against 1.218 / 1.222 / 1.206 / 1.231 / 1.201 (1.216);
+  need slots only to peers that hold fewer pieces than we do, 1.234 / 1.226 / 1.217 /
+  1.209 / 1.205 (1.218).
   **Counts as told, not as held**: a peer's count is what it told us, and it tells us only
   of the pieces it gets while we lack them (`SwarmEngine._announce_piece` skips a Have to a
-  peer that has the piece), so the count leaves out what it got after us: 0.4-0.8 of what
-  it holds, ranked 0.67-0.75 alike with the true counts (Spearman), the same six peers at
-  the bottom in under half of the cases (a tracer outside the repository, 100 leechers,
-  seed 4). Yet the partial count is the better guide: the need slots ranked by the counts
-  the peers really held (read from the
-  simulator, outside the repository) gave 1.285 / 1.274 of the bound (seeds 4 / 5, the
-  125 KB/s uploaders last, the leechers 3.1-3.7 s apart at half of the file) against
-  1.218 / 1.222; the peers lacking most of our pieces first, 1.399 / 1.278; a Have of
-  every piece to every peer (true counts, but each Have also read as a sign of interest),
-  1.277 / 1.289 at three times the run time. What the told count measures is how often the
-  peer got a piece before we did; why that ranks better is not established, but on this
-  evidence a message making the counts exact would make the need slots worse.
+  peer that has the piece). A leecher that was ahead told everyone much; once it falls
+  behind, what it gets its peers already hold, and its counts freeze: a last finisher truly
+  at the 2nd-12th percentile of its peers' candidates at 10-12 s was ranked at the
+  20th-45th, and drew no need slots. Over the crowd the told counts are 0.4-0.8 of the true
+  ones, rank-correlated 0.67-0.75 (Spearman), the six lowest by count the six truly lowest
+  in under half of the cases (a tracer outside the repository, 100 leechers, seed 4). Yet
+  the partial count is the better guide. With the counts the peers really held (read from
+  the simulator, outside the repository): 1.285 / 1.274 of the bound (seeds 4 / 5, the 125
+  KB/s uploaders last, the leechers 3.1-3.7 s apart at half of the file) against 1.218 /
+  1.222; true counts only for peers that told us nothing for a second (those whose counts
+  froze), 1.242 / 1.220; the peers lacking most of our pieces first, 1.399 / 1.278; a Have
+  of every piece to every peer (true counts, but each Have also read as a sign of
+  interest), 1.277 / 1.289 at three times the run time. What the told count measures is
+  how often the peer got a piece before we did; why that ranks better is not established,
+  but on this evidence a message making the counts exact would make the need slots worse.
 * **Behind, weighed by capacity**: the need ranking is not the bare count but the count plus
   one times the fourth root of the upload capacity the peer told us (`wire.swarm.Capacity`;
   a peer that did not say counts as the median of those that did, and a claim is held within
