@@ -33,11 +33,10 @@ held (`held_p50_s`), and from those `time_budget_s`: how far the median leecher 
 fluid schedule up to a quarter held, from there to nine tenths and on to done, and the last
 finisher's lag behind the median, which add up to last - T_min; how far apart the leechers
 are at each of those marks (`held_spread_s`, the tenth to the ninetieth in ten; 0 in the fluid
-schedule) beside the reference's (`reference_held_spread_s`); message counts by type;
-in `flash-crowd-probed`, each leecher's pieces, unchoking peers and rates every half second
-(`probe`, `LeecherProbe`). With
-liars (`flash-crowd-liars`, `flash-crowd-tricklers`): when each finished and how much sooner
-than the honest median (`liar_lead_s`).
+schedule) beside the reference's (`reference_held_spread_s`); message counts by type. In
+`flash-crowd-probed`, each leecher's pieces, unchoking peers and rates every half second
+(`probe`, `LeecherProbe`). With liars (`flash-crowd-liars`, `flash-crowd-tricklers`): when
+each finished and how much sooner than the honest median (`liar_lead_s`).
 """
 
 from __future__ import annotations
